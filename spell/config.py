@@ -149,7 +149,9 @@ class QuestionerConfig:
             (authors: 40; the prompt asks for <= 20).
         balance_mc_letters: inject a uniformly drawn target letter into the doc_mc prompt (authors'
             intent; their code never fires it, spec §2.5).
-        template_dir: folder with ``<task>.txt`` / ``<task>_history.txt`` overriding the built-in templates.
+        template_dir: folder of ``.txt`` files overriding built-in templates of the same name
+            (``questioner_<task>.txt``, ``questioner_<task>_history.txt``, ``responder_<task>.txt``,
+            ``verifier.txt``; see ``spell/prompts/templates``).
     """
 
     num_docs: int = 5
@@ -322,8 +324,8 @@ class MemoryConfig:
         enable: use the memory (ablation "questioner w/o history memory" = false).
         size: L, remembered questions per (document set, task) (paper 3).
         admission: paper (0 < r̄ < 1) or authors (0.01 <= r̄ <= 1).
-        dedup: refuse an entry whose question or answer repeats a stored one (the authors' dedup was a
-            no-op, spec §11.2).
+        dedup: refuse an entry whose normalised question text repeats a stored one for the same key (the
+            authors' dedup was a no-op, spec §11.2).
     """
 
     enable: bool = True
