@@ -1,0 +1,365 @@
+"""The trainable policy: loading, batching and memory-lean per-token log-probs (spec §7.2; stage 12 of §3.1).
+
+Log-probs are taken from the decoder's last hidden states, only at completion positions, in chunks whose
+[chunk, vocab] logits are recomputed in backward (``torch.utils.checkpoint``): the full [L, vocab] logits
+never exist, in forward or backward (vocab 151,936 x 4,096 positions = 2.5 GB in fp32 per sequence).
+Shape legend: N sequences, L = padded prompt + completion length, H hidden size, V vocab, M scored tokens.
+Masks: True / 1 = counts. Sequences are LEFT padded; position t holds log p(input_ids[t] | input_ids[<t]).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from spell.config import ModelConfig
+from spell.types import RoleSample
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Config keys of output heads that transform logits in ways sequence_logprobs does not reproduce.
+_UNSUPPORTED_HEAD_KEYS = ("output_multiplier", "output_mult", "mup_output_alpha")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available else cpu; ``cpu``; ``cuda`` (must be available).
+
+    Raises:
+        ValueError: unknown name, or ``cuda`` requested without a CUDA device.
+    """
+    match name:
+        case "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        case "cpu":
+            return torch.device("cpu")
+        case "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
+            return torch.device("cuda")
+    raise ValueError(f"train.device={name!r}: use auto, cpu or cuda")
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` -> bfloat16 on a GPU that supports it, else float32; otherwise the named dtype."""
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"model.dtype={dtype!r}: use auto, float32, bfloat16 or float16")
+    return _DTYPES[dtype]
+
+
+def load_policy(model_cfg: ModelConfig, device: torch.device) -> tuple[nn.Module, Any]:
+    """Load a causal LM and its tokenizer from a local Hugging Face folder.
+
+    The tokenizer pads on the left (prompts are right-aligned for generation and :func:`collate`); a missing
+    pad token falls back to EOS. Dropout is disabled (:func:`disable_dropout`). Gradient checkpointing uses
+    the non-reentrant implementation. An
+    ``attn_implementation`` the model or install does not support falls back to ``eager`` with a warning.
+
+    Args:
+        model_cfg: the ``model`` config section. ``path`` must be set (the caller resolves the built-in
+            default policy to a folder before calling).
+        device: where to put the model.
+
+    Returns:
+        ``(model, tokenizer)``, model in train mode on ``device``.
+
+    Raises:
+        FileNotFoundError: the folder or its config.json is missing.
+        ValueError: ``path`` is None, the tokenizer has no usable pad or EOS token, or the output head is
+            one :func:`sequence_logprobs` cannot reproduce.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = _check_model_folder(model_cfg.path)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tokenizer.padding_side = "left"
+    kwargs = {_dtype_kwarg(): resolve_dtype(model_cfg.dtype, device), "local_files_only": True}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=model_cfg.attn_implementation,
+                                                     **kwargs)
+    except (ValueError, ImportError) as err:
+        if model_cfg.attn_implementation == "eager":
+            raise
+        logger.warning("attn_implementation=%s unavailable (%s); falling back to eager",
+                       model_cfg.attn_implementation, str(err).splitlines()[0])
+        model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager", **kwargs)
+    model.to(device)
+    ensure_pad_token(tokenizer, model.get_input_embeddings().num_embeddings)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.use_cache = False  # training forward passes never need the KV cache
+    if model_cfg.gradient_checkpointing:
+        _enable_checkpointing(model)
+    _logit_head(model)  # fail at load time, not mid-training, on an unsupported head
+    disable_dropout(model)
+    model.train()  # for activation checkpointing; dropout is off, so train and eval forwards agree
+    return model, tokenizer
+
+
+def disable_dropout(model: nn.Module) -> int:
+    """Set every dropout probability to 0 (``nn.Dropout`` modules and float ``*dropout*`` attributes).
+
+    Policy-gradient log-probs must be those of the policy that sampled (generation runs without dropout),
+    so training forwards run dropout-free, as TRL does by default. Qwen2.5's dropouts are 0 already.
+
+    Returns:
+        How many dropouts were changed.
+    """
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, nn.Dropout) and module.p != 0.0:
+            module.p, changed = 0.0, changed + 1
+        for name, value in list(vars(module).items()):
+            if "dropout" in name and isinstance(value, float) and value != 0.0:
+                setattr(module, name, 0.0)
+                changed += 1
+    return changed
+
+
+def ensure_pad_token(tokenizer: Any, num_embeddings: int) -> None:
+    """Make the tokenizer's pad token usable: fall back to EOS when it is missing or outside the embedding.
+
+    A pad id >= ``num_embeddings`` happens when a tokenizer class adds its own default pad token on reload
+    (transformers 5 reloads a ``qwen2`` folder with ``Qwen2Tokenizer``, which appends ``<|endoftext|>``).
+
+    Raises:
+        ValueError: neither a usable pad token nor an EOS token inside the embedding.
+    """
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token is not None else None
+    if pad_id is not None and 0 <= pad_id < num_embeddings:
+        return
+    eos_id = tokenizer.eos_token_id if tokenizer.eos_token is not None else None
+    if eos_id is None or not 0 <= eos_id < num_embeddings:
+        raise ValueError(f"tokenizer has no usable pad token (id {pad_id}) and no EOS token inside the "
+                         f"{num_embeddings}-row embedding; add a pad or EOS token to the tokenizer and save it again")
+    if pad_id is not None:
+        logger.warning("pad token id %d is outside the %d-row embedding; padding with EOS", pad_id, num_embeddings)
+    tokenizer.pad_token = tokenizer.eos_token
+
+
+def _dtype_kwarg() -> str:
+    """``dtype`` since transformers 4.56; older releases only know ``torch_dtype``."""
+    import transformers
+
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
+def _enable_checkpointing(model: nn.Module) -> None:
+    """Non-reentrant activation checkpointing of the decoder layers (renamed in transformers 5.x)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def _check_model_folder(path: str | None) -> str:
+    if path is None:
+        raise ValueError("model.path is None: resolve the built-in default policy to a folder before load_policy")
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model.path={path!r} is not a folder; point model.path at a local Hugging Face "
+                                "model folder (config.json + weights + tokenizer); models are never downloaded")
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder / 'config.json'} is missing; model.path must be a folder written by "
+                                "save_pretrained (config.json + weights + tokenizer files)")
+    return str(folder)
+
+
+def _logit_head(model: nn.Module) -> tuple[nn.Linear, float, float | None]:
+    """The output projection and its post-processing: ``(lm_head, scale, softcap)``.
+
+    logits = softcap * tanh(scale * (h @ W.T) / softcap) when softcap is set, else scale * (h @ W.T).
+    Covers plain and tied heads (Qwen, Llama, Mistral), Gemma 2/3 soft-capping, Cohere ``logit_scale`` and
+    Granite ``logits_scaling``; raises on a head this formula does not describe.
+    """
+    head = model.get_output_embeddings()
+    if not isinstance(head, nn.Linear):
+        raise ValueError(f"{type(model).__name__}: output head {type(head).__name__} is not nn.Linear; "
+                         "sequence_logprobs supports linear LM heads only")
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for key in _UNSUPPORTED_HEAD_KEYS:
+        if getattr(config, key, None) not in (None, 1, 1.0):
+            raise ValueError(f"{type(model).__name__}: config.{key} rescales the logits in a way "
+                             "sequence_logprobs does not reproduce")
+    scale = 1.0
+    if getattr(config, "logit_scale", None) is not None:  # Cohere: logits * logit_scale
+        scale *= float(config.logit_scale)
+    if getattr(config, "logits_scaling", None) is not None:  # Granite: logits / logits_scaling
+        scale /= float(config.logits_scaling)
+    softcap = getattr(config, "final_logit_softcapping", None)  # Gemma 2/3: cap * tanh(logits / cap)
+    return head, scale, (float(softcap) if softcap else None)
+
+
+def _chunk_logprobs(
+    hidden: torch.Tensor, targets: torch.Tensor, head: nn.Linear, scale: float, softcap: float | None,
+    with_entropy: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log p(target) and entropy (or None) for one chunk of hidden states. Shapes: [C, H], [C] -> [C], [C]."""
+    logits = head(hidden).float()  # [C, V]
+    if scale != 1.0:
+        logits = logits * scale
+    if softcap is not None:
+        logits = softcap * torch.tanh(logits / softcap)
+    logprobs_all = torch.log_softmax(logits, dim=-1)  # [C, V]
+    token_logprobs = logprobs_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    if not with_entropy:
+        return token_logprobs, None
+    return token_logprobs, -(logprobs_all.exp() * logprobs_all).sum(-1)
+
+
+def sequence_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    chunk_tokens: int = 1024,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log-probs (and entropy) of the completion tokens, without materialising full logits.
+
+    The decoder runs once over the whole batch; then only the hidden states that predict completion tokens
+    (the position before each) are gathered into a flat [M, H] tensor and sent through the LM head in chunks
+    of ``chunk_tokens`` rows. Each chunk is wrapped in non-reentrant ``torch.utils.checkpoint``, so backward
+    recomputes its [chunk, V] logits instead of keeping them: peak head memory is O(chunk_tokens * V), not
+    O(N * L * V). Positions follow the left-padding convention: ``position_ids = cumsum(attention_mask) - 1``.
+
+    Args:
+        model: a causal LM (``get_decoder()`` returning the transformer, ``get_output_embeddings()`` a Linear).
+        input_ids: prompt + completion ids, left padded. Shape: [N, L].
+        attention_mask: 1 on real tokens, 0 on padding. Shape: [N, L].
+        completion_mask: True on completion tokens, the ones scored. Never true at position 0. Shape: [N, L].
+        chunk_tokens: scored positions per LM-head chunk (``grpo.logprob_chunk_tokens``).
+        with_entropy: also return the entropy of the next-token distribution at each scored position.
+
+    Returns:
+        ``(logprobs, entropy)``, float32, aligned with ``input_ids``: ``logprobs[n, t] = log p(input_ids[n, t]
+        | input_ids[n, <t])`` where ``completion_mask[n, t]``, else 0. ``entropy`` likewise, or None.
+        Shape: [N, L] each. With no completion token at all they are zeros without grad: skip such batches.
+
+    Raises:
+        ValueError: shape mismatch, ``chunk_tokens < 1``, or a completion token at position 0.
+    """
+    if input_ids.shape != attention_mask.shape or input_ids.shape != completion_mask.shape:
+        raise ValueError(f"input_ids {tuple(input_ids.shape)}, attention_mask {tuple(attention_mask.shape)} and "
+                         f"completion_mask {tuple(completion_mask.shape)} must have the same [N, L] shape")
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens={chunk_tokens}: must be >= 1")
+    completion_mask = completion_mask.bool()
+    if completion_mask[:, 0].any():
+        raise ValueError("completion_mask is true at position 0: a completion token needs a prompt before it")
+    head, scale, softcap = _logit_head(model)
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    decoder = model.get_decoder()
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                     use_cache=False).last_hidden_state  # [N, L, H]
+    scored = completion_mask[:, 1:]  # [N, L-1]: hidden at t-1 predicts the token at t
+    flat_hidden = hidden[:, :-1][scored]  # [M, H]
+    flat_targets = input_ids[:, 1:][scored]  # [M]
+    logprob_chunks, entropy_chunks = [], []
+    for start in range(0, flat_hidden.shape[0], chunk_tokens):
+        chunk = slice(start, start + chunk_tokens)
+        token_logprobs, entropy = checkpoint(_chunk_logprobs, flat_hidden[chunk], flat_targets[chunk], head,
+                                             scale, softcap, with_entropy, use_reentrant=False)
+        logprob_chunks.append(token_logprobs)
+        entropy_chunks.append(entropy)
+    logprobs = _scatter_scored(logprob_chunks, scored, hidden)
+    entropy = _scatter_scored(entropy_chunks, scored, hidden) if with_entropy else None
+    return logprobs, entropy
+
+
+def _scatter_scored(chunks: list[torch.Tensor], scored: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Put the flat [M] values back at their [N, L] positions (row-major, as boolean indexing took them)."""
+    num_rows, length = scored.shape[0], scored.shape[1] + 1
+    flat = torch.cat(chunks) if chunks else like.new_zeros(0, dtype=torch.float32)
+    tail = torch.zeros(num_rows, length - 1, dtype=torch.float32, device=like.device)
+    tail = tail.masked_scatter(scored, flat)
+    return torch.cat([tail.new_zeros(num_rows, 1), tail], dim=1)  # position 0 has no prefix: 0
+
+
+def pack_micro_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Group sequence indices into micro-batches whose padded size ``max_len * count`` fits ``max_tokens``.
+
+    Sequences are sorted longest first (ties by index), so each micro-batch holds similar lengths and little
+    padding; a sequence longer than ``max_tokens`` gets a micro-batch of its own. Deterministic.
+
+    Args:
+        lengths: the (unpadded) token length of each sequence.
+        max_tokens: token budget of one micro-batch (``grpo.micro_batch_tokens``).
+
+    Returns:
+        Lists of indices into ``lengths``; every index appears exactly once.
+
+    Example:
+        >>> pack_micro_batches([3, 5, 2, 5], max_tokens=10)
+        [[1, 3], [0, 2]]
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens={max_tokens}: must be >= 1")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    for index in order:
+        # Longest first, so the first index of the open batch holds its max length.
+        if batches and lengths[batches[-1][0]] * (len(batches[-1]) + 1) <= max_tokens:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
+def collate(samples: Sequence[RoleSample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-pad prompt + completion of each sample into one batch.
+
+    Args:
+        samples: the sequences of one micro-batch. Every prompt must be non-empty.
+        pad_id: the tokenizer's pad token id.
+
+    Returns:
+        ``input_ids`` [N, L] long, ``attention_mask`` [N, L] long (1 = real token), ``completion_mask``
+        [N, L] bool (True on completion tokens), ``advantages`` [N] float32; plus ``old_logprobs`` [N, L]
+        float32 aligned like :func:`sequence_logprobs` when every sample carries engine log-probs.
+
+    Raises:
+        ValueError: an empty prompt, or ``old_logprobs`` whose length differs from the completion's.
+    """
+    length = max((len(s.prompt_ids) + len(s.completion_ids) for s in samples), default=0)
+    num = len(samples)
+    input_ids = torch.full((num, length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros(num, length, dtype=torch.long)
+    completion_mask = torch.zeros(num, length, dtype=torch.bool)
+    with_old = num > 0 and all(s.old_logprobs is not None for s in samples)
+    old_logprobs = torch.zeros(num, length, dtype=torch.float32)
+    for row, sample in enumerate(samples):
+        if not sample.prompt_ids:
+            raise ValueError(f"sample {row} ({sample.role}, group {sample.group_id}) has an empty prompt")
+        ids = list(sample.prompt_ids) + list(sample.completion_ids)
+        start = length - len(ids)
+        completion_start = start + len(sample.prompt_ids)
+        input_ids[row, start:] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, start:] = 1
+        completion_mask[row, completion_start:] = True
+        if with_old:
+            if len(sample.old_logprobs) != len(sample.completion_ids):
+                raise ValueError(f"sample {row}: {len(sample.old_logprobs)} old_logprobs for "
+                                 f"{len(sample.completion_ids)} completion tokens")
+            old_logprobs[row, completion_start:] = torch.tensor(sample.old_logprobs, dtype=torch.float32)
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "completion_mask": completion_mask,
+        "advantages": torch.tensor([s.advantage for s in samples], dtype=torch.float32),
+    }
+    if with_old:
+        batch["old_logprobs"] = old_logprobs
+    return batch
