@@ -300,7 +300,7 @@ class GRPOConfig:
     entropy_coef: float = 0.0
     max_grad_norm: float = 1.0
     micro_batch_tokens: int = 16384
-    logprob_chunk_tokens: int = 1024
+    logprob_chunk_tokens: int = 256
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
 

@@ -1,0 +1,145 @@
+"""``spell`` command line: train, validate, print-config, eval, world build.
+
+``spell train [--config NAME|PATH] [key=value ...]``; with neither ``--config`` nor ``model.path`` given it
+runs the built-in CPU default (preset ``builtin``). ``spell train --resume DIR`` continues a run from its
+latest checkpoint with the run's saved config. Data-parallel runs use the standard launcher:
+``torchrun --nproc_per_node N -m spell.cli train ...`` (see :mod:`spell.distributed`). The one top-level error
+handler lives here: user errors (config, data, missing files) print one clear line and exit 2; anything else
+is a real bug and re-raises.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from spell.config import ConfigError, SpellConfig, config_to_yaml, load_config
+
+logger = logging.getLogger("spell.cli")
+
+BUILTIN_PRESET = "builtin"
+# Defined in modules that are imported lazily (torch, pyarrow), so matched by name.
+USER_ERROR_NAMES = frozenset({"CorpusError", "CheckpointError", "EvalDataError"})
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="packaged preset name (spell/configs/*.yaml) or a YAML path")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.max_steps=2")
+
+
+def _resolve_config(args: argparse.Namespace) -> SpellConfig:
+    config = args.config
+    resume = getattr(args, "resume", None)
+    if resume and config is None:
+        saved = Path(resume) / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"--resume {resume}: no config.yaml there; is it a run's output_dir?")
+        config = str(saved)
+    if config is None and not any(o.startswith("model.path=") for o in args.overrides):
+        config = BUILTIN_PRESET
+    return load_config(config, args.overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from spell import distributed
+    from spell.defaults import apply_builtin_defaults
+    from spell.trainer import Trainer
+
+    cfg = _resolve_config(args)
+    dist = distributed.init_distributed(cfg.train.device)  # no-op unless launched by torchrun with N > 1
+    try:
+        if not dist.is_main:
+            distributed.barrier()  # rank 0 builds missing built-in assets first, alone
+        cfg = apply_builtin_defaults(cfg)
+        if dist.is_main:
+            distributed.barrier()
+        Trainer(cfg, resume_from=args.resume).train()
+        if dist.is_main:
+            from spell.report import write_run_summary
+
+            write_run_summary(Path(cfg.output_dir))
+    finally:
+        distributed.cleanup()
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from spell.validate import validate
+
+    return validate(_resolve_config(args))
+
+
+def cmd_print_config(args: argparse.Namespace) -> int:
+    sys.stdout.write(config_to_yaml(_resolve_config(args)))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from spell.evaluate.cli import run_eval
+
+    return run_eval(args)
+
+
+def cmd_world_build(args: argparse.Namespace) -> int:
+    from spell.world import run_world_build
+
+    return run_world_build(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spell", description="SPELL self-play RL for long-context LLMs")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="run SPELL self-play training")
+    _add_config_arguments(train)
+    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint")
+    train.set_defaults(func=cmd_train)
+
+    validate = sub.add_parser("validate", help="check config and data, render one prompt per role (no model)")
+    _add_config_arguments(validate)
+    validate.set_defaults(func=cmd_validate)
+
+    show = sub.add_parser("print-config", help="print the resolved config as YAML")
+    _add_config_arguments(show)
+    show.set_defaults(func=cmd_print_config)
+
+    evaluate = sub.add_parser("eval", help="evaluate a model on long-context benchmarks")
+    from spell.evaluate.cli import add_eval_arguments
+
+    add_eval_arguments(evaluate)
+    evaluate.set_defaults(func=cmd_eval)
+
+    world = sub.add_parser("world", help="the built-in verifiable document world")
+    world_sub = world.add_subparsers(dest="world_command", required=True)
+    world_build = world_sub.add_parser("build", help="generate the world corpus and held-out questions")
+    from spell.world import add_world_arguments
+
+    add_world_arguments(world_build)
+    world_build.set_defaults(func=cmd_world_build)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from spell.metrics import setup_logging
+
+    setup_logging(rank=int(os.environ.get("RANK", "0")), level=args.log_level)
+    try:
+        return args.func(args)
+    except Exception as err:
+        if not is_user_error(err):
+            raise
+        logger.error("%s", err)
+        return 2
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Errors about the user's config, data or files: reported in one line, no traceback."""
+    return isinstance(err, ConfigError | FileNotFoundError) or type(err).__name__ in USER_ERROR_NAMES
+
+if __name__ == "__main__":
+    sys.exit(main())

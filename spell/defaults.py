@@ -1,0 +1,71 @@
+"""The built-in default: a corpus and a policy the project makes itself, so ``spell train`` runs offline.
+
+When ``data.train_files`` is empty the built-in world corpus is used (built on first use by
+:mod:`spell.world`); when ``model.path`` is null the built-in policy is used: the shipped bootstrapped
+weights if the package has them, else a small randomly initialised Qwen2 with a BPE tokenizer trained on
+the world (built once and cached). Cache root: ``$SPELL_CACHE_DIR`` or ``~/.cache/spell-rl``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+
+from spell.config import SpellConfig
+
+logger = logging.getLogger(__name__)
+
+SHIPPED_POLICY = Path(__file__).parent / "assets" / "default_policy"
+WORLD_SEED = 0
+RANDOM_POLICY_NAME = "tiny-random-v1"
+
+
+def cache_root() -> Path:
+    """Where built-in assets are built and cached."""
+    return Path(os.environ.get("SPELL_CACHE_DIR", Path.home() / ".cache" / "spell-rl"))
+
+
+def ensure_world(root: Path | None = None) -> Path:
+    """The built-in world folder (``train.jsonl``, ``heldout.jsonl``, ...), built if missing."""
+    from spell.world import build_world
+
+    folder = (root or cache_root()) / f"world-seed{WORLD_SEED}"
+    if not (folder / "manifest.json").exists():
+        logger.info("building the built-in world in %s", folder)
+        build_world(folder, seed=WORLD_SEED)
+    return folder
+
+
+def ensure_policy(root: Path | None = None) -> Path:
+    """The built-in policy folder: shipped weights if present, else a cached random tiny Qwen2."""
+    if (SHIPPED_POLICY / "config.json").exists():
+        return SHIPPED_POLICY
+    folder = (root or cache_root()) / RANDOM_POLICY_NAME
+    if (folder / "config.json").exists():
+        return folder
+    from spell.prompts import load_templates
+    from spell.tiny import build_tiny_model, build_tiny_tokenizer, save_policy
+
+    logger.warning("no shipped default policy: building a RANDOMLY INITIALISED tiny policy in %s "
+                   "(it cannot write valid questions yet; expect bad_format rates near 1)", folder)
+    world = ensure_world(root)
+    texts = [doc for line in (world / "train.jsonl").read_text().splitlines() if line
+             for doc in json.loads(line)["documents"]]
+    texts += list(dataclasses.asdict(load_templates(None)).values())
+    tokenizer = build_tiny_tokenizer(texts, vocab_size=1024)
+    model = build_tiny_model(tokenizer, hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, seed=0)
+    save_policy(model, tokenizer, folder)
+    return folder
+
+
+def apply_builtin_defaults(cfg: SpellConfig) -> SpellConfig:
+    """Fill an unset corpus / model with the built-in ones (builds them on first use)."""
+    data, model = cfg.data, cfg.model
+    if not data.train_files:
+        data = dataclasses.replace(data, train_files=[str(ensure_world() / "train.jsonl")])
+    if model.path is None:
+        model = dataclasses.replace(model, path=str(ensure_policy()))
+    return dataclasses.replace(cfg, data=data, model=model)

@@ -1,0 +1,232 @@
+"""The training loop: setup -> train (collect experience, one GRPO update, memory, log, checkpoint) -> close.
+
+One step = ``collect_experience`` (spec §3 steps 1-14, in :mod:`spell.selfplay` / :mod:`spell.experience`)
+followed by ONE optimizer step over the mixed batch of all roles (Eq. 10). Strictly on-policy, so the
+"old" log-probs are the current ones detached (ratio 1, clip inert). Micro-batches are packed by token
+budget and their losses are normalised by the whole batch's token count, so gradient accumulation gives
+exactly the token-mean over the batch. Everything needed to continue exactly is checkpointed.
+Under ``torchrun`` every rank runs this loop on its own shard (see :mod:`spell.distributed`): token counts and
+gradients are summed over ranks before the one optimizer step; rank 0 alone logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spell import distributed
+from spell.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from spell.config import ConfigError, SpellConfig, config_to_yaml
+from spell.data import TaskBalancedSampler, load_docsets
+from spell.engine import Engine, build_engine
+from spell.experience import SUMMED_METRICS, collect_experience, sample_dump
+from spell.losses import grpo_loss
+from spell.memory import HistoryMemory
+from spell.metrics import MetricLogger, dump_samples, pop_timings, progress, stage_timer
+from spell.policy import collate, load_policy, pack_micro_batches, resolve_device, sequence_logprobs
+from spell.selfplay import SelfPlayContext
+from spell.types import EngineKind, Role, RoleSample
+from spell.validate import check_model_folder, load_templates_checked
+
+logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Owns model, optimizer, engine, memory and sampler for one run. ``Trainer(cfg).train()`` runs it."""
+
+    def __init__(self, cfg: SpellConfig, resume_from: str | Path | None = None, engine: Engine | None = None) -> None:
+        self.cfg = cfg
+        self.dist = distributed.dist_info()  # torchrun rank / world size; a single process unless a group is set up
+        self.output_dir = Path(cfg.output_dir)
+        self.start_step = 0
+        seed = cfg.train.seed + self.dist.rank  # ranks sample differently; one process is unchanged
+        seed_everything(seed)
+        if self.dist.enabled and engine is None and cfg.engine.kind == EngineKind.VLLM:
+            raise ConfigError("engine.kind=vllm is not supported under torchrun yet (vLLM would join torchrun's "
+                              "process group). Fix: engine.kind=hf for multi-rank runs, or run one process")
+        # Cheap checks first: bad data or templates fail before a model is loaded.
+        self.docsets = load_docsets(cfg.data.train_files, cfg.data.tasks, seed=cfg.train.seed)
+        self.templates = load_templates_checked(cfg.questioner.template_dir)
+        check_model_folder(cfg.model.path)
+        self.device = resolve_device(cfg.train.device)
+        self.model, self.tokenizer = load_policy(cfg.model, self.device)
+        distributed.broadcast_parameters(self.model)
+        self.model.train()
+        self.ref_model = self._load_reference() if cfg.grpo.kl_coef > 0 else None
+        # ``engine`` is injectable for orchestration tests (a scripted fake); runs build the configured one.
+        self.engine = engine if engine is not None else build_engine(cfg.engine, self.model, self.tokenizer)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.grpo.lr, weight_decay=cfg.grpo.weight_decay,
+                                           betas=(cfg.grpo.adam_beta1, cfg.grpo.adam_beta2))
+        warmup = cfg.grpo.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0)
+        self.memory = HistoryMemory(cfg.memory.size, cfg.memory.admission, cfg.memory.dedup)
+        shard = distributed.shard_docsets(self.docsets, cfg.data.tasks, self.dist.rank, self.dist.world_size)
+        self.sampler = TaskBalancedSampler(shard, cfg.data.tasks, seed=seed)
+        self.rng = random.Random(seed)
+        if resume_from is not None:
+            self._restore(Path(resume_from))
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            (self.output_dir / "config.yaml").write_text(config_to_yaml(cfg))
+        self.metrics = MetricLogger(self.output_dir, tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
+                                    wandb_project=cfg.logging.wandb_project, config=None, enabled=self.dist.is_main)
+        if self.start_step:
+            self.metrics.truncate_after(self.start_step)
+        self.ctx = SelfPlayContext(cfg, self.engine, self.tokenizer, self.memory, self.templates, self.rng)
+
+    # ---- the loop ------------------------------------------------------------------------------------
+    def train(self) -> dict[str, float]:
+        """Run steps ``start_step+1 .. max_steps``; returns the last step's metrics."""
+        cfg, last = self.cfg, {}
+        with progress(cfg.train.max_steps, enabled=cfg.logging.progress and self.dist.is_main) as bar:
+            for step in range(self.start_step + 1, cfg.train.max_steps + 1):
+                last = self.train_step(step)
+                bar.update(step, {k: last.get(k, math.nan) for k in (
+                    "responder/reward_mean", "questioner/valid_rate", "questioner/bad_format_rate",
+                    "verifier/agreement_with_rule", "train/loss")})
+                if step % cfg.train.save_every_steps == 0 or step == cfg.train.max_steps:
+                    self.save(step)
+        self.metrics.close()
+        return last
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """Algorithm 1, one iteration: rollouts of all roles -> one GRPO update -> log."""
+        experience = collect_experience(self.ctx, self.sampler)
+        with stage_timer("update"):
+            stats = self.update_policy(experience.samples)
+        with stage_timer("sync_weights"):
+            self.engine.sync_weights(self.model)
+        # rollout numbers: counts summed, rates/means averaged over ranks; train/* are already global
+        rollout = distributed.reduce_metrics({**experience.metrics, **pop_timings()}, SUMMED_METRICS)
+        metrics = {**rollout, **stats, "train/lr": self.scheduler.get_last_lr()[0]}
+        self.metrics.log(step, metrics)
+        every = self.cfg.logging.dump_samples_every
+        if every and step % every == 0:
+            dumps = distributed.gather_objects(sample_dump(experience.records, experience.samples))
+            records = dumps[0] if len(dumps) == 1 else [{**r, "rank": k} for k, d in enumerate(dumps) for r in d]
+            if self.dist.is_main:
+                dump_samples(self.output_dir / "samples" / f"step_{step:06d}.jsonl", records)
+        return metrics
+
+    # ---- the update ----------------------------------------------------------------------------------
+    def update_policy(self, samples: list[RoleSample]) -> dict[str, float]:
+        """One optimizer step over the whole mixed batch (token-mean over all completion tokens of all ranks)."""
+        cfg = self.cfg.grpo
+        samples = [s for s in samples if s.completion_ids]
+        counts = {"train/num_sequences": len(samples), "train/num_tokens": sum(len(s.completion_ids) for s in samples)}
+        for role in Role:
+            counts[f"train/{role.value}_tokens"] = sum(len(s.completion_ids) for s in samples if s.role == role)
+        stats = distributed.all_reduce_dict(counts)  # global over ranks: every rank takes the same branch below
+        num_tokens = int(stats["train/num_tokens"])
+        if num_tokens == 0:
+            logger.warning("empty batch: no trainable samples this step, skipping the update")
+            return {**stats, "train/loss": math.nan, "train/grad_norm": math.nan, "train/skipped": 1.0}
+        totals = {"pg_loss_sum": 0.0, "clip_frac_sum": 0.0, "kl_sum": 0.0, "entropy_sum": 0.0}
+        loss_total = 0.0
+        pad_id = self.tokenizer.pad_token_id
+        lengths = [len(s.prompt_ids) + len(s.completion_ids) for s in samples]
+        self.optimizer.zero_grad(set_to_none=True)
+        for indices in pack_micro_batches(lengths, cfg.micro_batch_tokens):
+            batch = {k: v.to(self.device) for k, v in collate([samples[i] for i in indices], pad_id).items()}
+            logprobs, entropy = sequence_logprobs(self.model, batch["input_ids"], batch["attention_mask"],
+                                                  batch["completion_mask"], cfg.logprob_chunk_tokens, True)
+            ref = self._reference_logprobs(batch) if self.ref_model is not None else None
+            loss, micro = grpo_loss(
+                logprobs, logprobs.detach(), batch["advantages"], batch["completion_mask"],
+                clip_low=cfg.clip_low, clip_high=cfg.clip_high, num_tokens_total=num_tokens, ref_logprobs=ref,
+                kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy=entropy, entropy_coef=cfg.entropy_coef)
+            loss.backward()
+            loss_total += loss.item()
+            for key in totals:
+                totals[key] += micro.get(key, 0.0)
+        # A rank with no samples joins with zero gradients. Deviation: spec §7.2 - with several ranks a parameter
+        # that got no gradient anywhere gets a zero one, so AdamW still applies weight decay to it.
+        distributed.all_reduce_gradients(self.model)
+        totals = distributed.all_reduce_dict({**totals, "loss": loss_total})
+        loss_total = totals["loss"]
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        stats.update({"train/loss": loss_total, "train/grad_norm": float(grad_norm), "train/skipped": 0.0,
+                      "train/pg_loss": totals["pg_loss_sum"] / num_tokens,
+                      "train/clip_frac": totals["clip_frac_sum"] / num_tokens,
+                      "train/kl": totals["kl_sum"] / num_tokens, "train/entropy": totals["entropy_sum"] / num_tokens})
+        return stats
+
+    def _load_reference(self) -> torch.nn.Module:
+        reference, _ = load_policy(self.cfg.model, self.device)
+        reference.eval().requires_grad_(False)
+        return reference
+
+    def _reference_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            ref, _ = sequence_logprobs(self.ref_model, batch["input_ids"], batch["attention_mask"],
+                                       batch["completion_mask"], self.cfg.grpo.logprob_chunk_tokens)
+        return ref
+
+    # ---- state ---------------------------------------------------------------------------------------
+    def rank_state(self) -> dict:
+        """This rank's own state: memory, sampler, self-play RNG (+ its global RNGs when there are ranks)."""
+        state = {"memory": self.memory.state_dict(), "sampler": self.sampler.state_dict(),
+                 "selfplay_rng": _rng_to_json(self.rng.getstate())}
+        if self.dist.enabled:  # a single process keeps them in rng.pt only
+            state["rng"] = distributed.capture_rank_rng()
+        return state
+
+    def state(self, step: int, ranks: list[dict]) -> dict:
+        """``state.json``: per-rank states as ``ranks[r]``, gathered by :meth:`save`."""
+        return {"step": step, "world_size": self.dist.world_size, "ranks": ranks, "config": config_to_yaml(self.cfg)}
+
+    def save(self, step: int) -> Path | None:
+        """Every rank calls this; rank 0 writes the checkpoint (returned; None on other ranks)."""
+        path = None
+        with stage_timer("checkpoint"):
+            ranks = distributed.gather_objects(self.rank_state())
+            if self.dist.is_main:
+                path = save_checkpoint(self.output_dir, step, self.model, self.tokenizer, self.optimizer,
+                                       self.scheduler, self.state(step, ranks), self.cfg.train.keep_last_checkpoints)
+                logger.info("saved checkpoint %s", path)
+            distributed.barrier()
+        return path
+
+    def _restore(self, path: Path) -> None:
+        ckpt = path if (path / "state.json").exists() else latest_checkpoint(path)
+        if ckpt is None:
+            raise FileNotFoundError(f"--resume {path}: no complete checkpoint found under {path}/checkpoints; "
+                                    "start without --resume or point at a run's output_dir")
+        state = load_checkpoint(ckpt, self.model, self.optimizer, self.scheduler)
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.dist.world_size:
+            raise CheckpointError(f"{ckpt} was saved by {saved_world} rank(s) but this run has "
+                                  f"{self.dist.world_size}. Fix: resume with torchrun --nproc_per_node {saved_world}")
+        mine = state["ranks"][self.dist.rank] if "ranks" in state else state  # older checkpoints: top level
+        self.memory.load_state_dict(mine["memory"])
+        self.sampler.load_state_dict(mine["sampler"])
+        self.rng.setstate(_rng_from_json(mine["selfplay_rng"]))
+        if "rng" in mine:
+            distributed.restore_rank_rng(mine["rng"])  # rng.pt holds rank 0's generators; each rank gets its own back
+        self.start_step = int(state["step"])
+        logger.info("resumed from %s at step %d", ckpt, self.start_step)
+
+
+def _rng_to_json(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _rng_from_json(state: list) -> tuple:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)

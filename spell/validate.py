@@ -1,0 +1,75 @@
+"""``spell validate``: check config, corpus and templates and render one prompt per role and task, no model.
+
+Everything a run would reject at startup is caught here in seconds, before a GPU is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+
+from rich.console import Console
+from rich.panel import Panel
+
+from spell.config import ConfigError, SpellConfig
+from spell.data import load_docsets, validate_corpus
+from spell.prompts import join_documents, load_templates
+from spell.prompts.questioner import draw_target_letter_for, render_questioner_prompt
+from spell.prompts.responder import render_responder_prompt
+from spell.prompts.verifier import render_verifier_prompt
+
+PREVIEW_CHARS = 1200
+
+
+def load_templates_checked(template_dir: str | None):
+    """Templates, with override problems reported as config errors naming the key."""
+    try:
+        return load_templates(template_dir)
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError(f"questioner.template_dir={template_dir!r}: {err}") from None
+
+
+def check_model_folder(path: str | None) -> str:
+    if path is None:
+        return "built-in default policy (built on first `spell train`)"
+    if not (Path(path) / "config.json").is_file():
+        raise ConfigError(f"model.path={path!r}: no config.json there; point it at a Hugging Face model folder "
+                          "(save_pretrained output) or a run's checkpoints/step_XXXXXX folder")
+    return path
+
+
+def validate(cfg: SpellConfig, console: Console | None = None) -> int:
+    """Check everything cheap and show rendered prompts. Returns the exit code (0 = ok)."""
+    from spell.defaults import ensure_world
+
+    console = console or Console()
+    if not cfg.data.train_files:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+            cfg.data, train_files=[str(ensure_world() / "train.jsonl")]))
+    model = check_model_folder(cfg.model.path)
+    summary = validate_corpus(cfg.data.train_files, cfg.data.tasks, seed=cfg.train.seed)
+    templates = load_templates_checked(cfg.questioner.template_dir)
+    docsets = load_docsets(cfg.data.train_files, cfg.data.tasks, seed=cfg.train.seed)
+    console.print(f"[bold green]config ok[/] model: {model}")
+    console.print(f"[bold green]corpus ok[/] {summary}")
+    rng = random.Random(cfg.train.seed)
+    for task in cfg.data.tasks:
+        docset = next(d for d in docsets if d.task == task)
+        evidence = sorted(rng.sample(range(len(docset.documents)), min(cfg.questioner.num_docs,
+                                                                         len(docset.documents))))
+        letter = draw_target_letter_for(task, rng, enabled=cfg.questioner.balance_mc_letters)
+        prompts = {
+            "questioner": render_questioner_prompt(task, [docset.documents[i] for i in evidence],
+                                                   target_letter=letter, templates=templates),
+            "responder": render_responder_prompt(task, join_documents(docset.documents),
+                                                 "<question written by the questioner>", templates),
+        }
+        if task in cfg.verifier.tasks and cfg.verifier.enable:
+            prompts["verifier"] = render_verifier_prompt("<question>", "<responder answer>", "<reference answer>",
+                                                         templates)
+        for role, text in prompts.items():
+            shown = text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS // 2] + "\n[...]\n" + text[
+                -PREVIEW_CHARS // 2:]
+            console.print(Panel(shown, title=f"{role} / {task} / docset {docset.id} ({len(text)} chars)"))
+    return 0

@@ -1,0 +1,44 @@
+"""Shared offline fixtures: tiny tokenizer/model built in-process, and the scripted (fake) engine."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny models: one thread avoids OpenMP oversubscription on small CPUs (2-core CI), many times faster here.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+TINY_TEXTS = [
+    "The correct answer is Alpha. Therefore, the answer is 42. Decision: [[YES]] Decision: [[NO]]",
+    "Orvan Corp acquired Delta Works in 2019. Mira Tessel is the CEO of Delta Works. Mira was born in Kalo.",
+    '```json\n{"question": "Who runs the company that Orvan bought?", "answer": "Mira Tessel"}\n```',
+] * 40
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from spell.tiny import build_tiny_tokenizer
+
+    return build_tiny_tokenizer(TINY_TEXTS, vocab_size=400)
+
+
+@pytest.fixture()
+def tiny_model(tiny_tokenizer):
+    from spell.tiny import build_tiny_model
+
+    return build_tiny_model(tiny_tokenizer, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_policy_dir(tmp_path_factory, tiny_tokenizer):
+    """A saved tiny policy folder (config.json + safetensors + tokenizer), loadable by from_pretrained."""
+    from spell.tiny import build_tiny_model, save_policy
+
+    path = tmp_path_factory.mktemp("tiny_policy")
+    model = build_tiny_model(tiny_tokenizer, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, seed=0)
+    save_policy(model, tiny_tokenizer, path)
+    return path

@@ -1,0 +1,163 @@
+"""Data-parallel training under torchrun (2 CPU ranks, gloo): one real launch of tests/integration/_dist_driver.py.
+
+Checks that summed gradients equal a single-process update on the union of both ranks' batches, that replicas
+stay bit-identical (also with one rank empty, and when every rank is empty), that only rank 0 writes, and that
+a 2-rank resume gives every rank its own state back while a 1-process resume is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from spell.checkpoint import CheckpointError
+from spell.distributed import merge_rank_metrics, shard_docsets
+from spell.types import DocSet, TaskType
+from tests.integration.test_trainer import make_cfg, make_trainer
+
+ROOT = Path(__file__).resolve().parents[2]
+# Dealt round-robin per task: rank 0 gets alpha-a, bravo, echo; rank 1 alpha-b, delta, charlie -> both
+# ranks have one valid question (the scripted alpha: 2 of 4 responders right) and different negatives.
+NAMES = ["alpha-set-a", "alpha-set-b", "bravo-set", "delta-set", "echo-set", "charlie-set"]
+OVERRIDES = ("data.questions_per_round=3",)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory, tiny_policy_dir):
+    out = tmp_path_factory.mktemp("dist")
+    corpus = out / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": n, "documents": [f"Document about {n}.", f"More facts on {n}."],
+                                          "task": "doc_general_qa"}) + "\n" for n in NAMES))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), str(ROOT / "tests" / "integration" / "_dist_driver.py"),
+           "--corpus", str(corpus), "--policy", str(tiny_policy_dir), "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    return out, corpus, ranks
+
+
+def test_replicas_stay_bit_identical_and_change(launched):
+    _, _, (r0, r1) = launched
+    assert (r0["world_size"], r0["backend"], r1["rank"]) == (2, "gloo", 1)
+    assert [len(r0["batches"][s]) for s in (1, 2, 3, 4)] == [10, 10, 0, 10]  # 4 resp + 2 ques + 4 verif
+    assert [len(r1["batches"][s]) for s in (1, 2, 3, 4)] == [10, 0, 0, 10]  # step 2 emptied on rank 1 only
+    for step in (0, 3, 4):
+        for name, tensor in r0["params"][step].items():
+            assert torch.equal(tensor, r1["params"][step][name]), (step, name)
+    changed = [n for n, p in r0["params"][3].items() if not torch.equal(p, r0["params"][0][n])]
+    assert len(changed) == len(r0["params"][0])
+    assert sorted(r0["grads"]) == [1, 2, 4]  # step 3 was empty everywhere: skipped, no optimizer step
+
+
+@pytest.fixture()
+def one_thread():
+    # tiny ops on a busy 2-core machine: 2 OpenMP threads can wait on each other for a time slice per op
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_summed_update_equals_one_process_on_the_union_batch(launched, tiny_policy_dir, tmp_path, one_thread):
+    out, corpus, (r0, r1) = launched
+    reference = make_trainer(make_cfg(corpus, tiny_policy_dir, tmp_path / "ref", *OVERRIDES))
+    grads = {}
+    step = {}
+    reference.optimizer.register_step_pre_hook(lambda *_: grads.__setitem__(step["now"], {
+        n: p.grad.detach().clone() for n, p in reference.model.named_parameters()}))
+    for now in (1, 2, 3, 4):
+        step["now"] = now
+        union = r0["batches"][now] + r1["batches"][now]
+        stats = reference.update_policy(union)
+        assert stats["train/num_tokens"] == sum(len(s.completion_ids) for s in union)
+        if now in (3, 4):
+            params = {n: p.detach() for n, p in reference.model.named_parameters()}
+            for name, tensor in r0["params"][now].items():
+                # Adam divides by sqrt(v): float-order noise in tiny gradients shows up as ~1e-5 here
+                torch.testing.assert_close(tensor, params[name], rtol=0, atol=1e-4, msg=name)
+    assert sorted(grads) == [1, 2, 4]
+    for now in (1, 2, 4):
+        for name, grad in grads[now].items():
+            torch.testing.assert_close(r0["grads"][now][name], grad, rtol=1e-4, atol=1e-7, msg=(now, name))
+    assert r0["metrics"][4]["train/loss"] == pytest.approx(stats["train/loss"], rel=1e-5)
+
+
+def test_only_rank_zero_writes_and_metrics_are_global(launched):
+    out, _, (r0, r1) = launched
+    rows = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2, 3, 4]  # one writer: no duplicated lines
+    tokens = [sum(len(s.completion_ids) for s in r0["batches"][k] + r1["batches"][k]) for k in (1, 2, 3, 4)]
+    assert [row["train/num_tokens"] for row in rows] == tokens
+    assert [row["train/skipped"] for row in rows] == [0.0, 0.0, 1.0, 0.0]
+    assert rows[0]["questioner/num_generated"] == 6  # 3 per rank, summed
+    assert rows[0]["questioner/valid_rate"] == pytest.approx(1 / 3)  # one of three on each rank, averaged
+    checkpoints = sorted(p.name for p in (out / "run" / "checkpoints").iterdir())
+    assert checkpoints == ["step_000001", "step_000002", "step_000003", "step_000004"]  # no temp leftovers
+    state = json.loads((out / "run" / "checkpoints" / "step_000004" / "state.json").read_text())
+    assert state["world_size"] == 2 and len(state["ranks"]) == 2
+    dump = [json.loads(line) for line in (out / "run" / "samples" / "step_000001.jsonl").read_text().splitlines()]
+    assert sorted(d["rank"] for d in dump) == [0, 0, 0, 1, 1, 1]
+
+
+def test_resume_gives_each_rank_its_own_state(launched):
+    _, _, ranks = launched
+    rank0, rank1 = (r["final_state"] for r in ranks)
+    assert rank0["memory"] != rank1["memory"] and rank0["sampler"] != rank1["sampler"]  # really per rank
+    assert not torch.equal(rank0["torch_rng"], rank1["torch_rng"])  # seeded train.seed + rank
+    for r in ranks:
+        assert r["start_step"] == 3
+        resumed, final = dict(r["resumed_state"]), dict(r["final_state"])
+        assert torch.equal(resumed.pop("torch_rng"), final.pop("torch_rng"))  # the driver scrambled it before
+        assert resumed == final
+
+
+def test_resuming_with_another_world_size_is_refused(launched, tiny_policy_dir):
+    out, corpus, _ = launched
+    cfg = make_cfg(corpus, tiny_policy_dir, out / "run", "train.max_steps=5", *OVERRIDES)
+    with pytest.raises(CheckpointError, match="nproc_per_node 2"):
+        make_trainer(cfg, out / "run")
+
+
+@pytest.mark.parametrize("rank, expected", [
+    (0, ["a0", "a2", "b0"]),  # task a: 3 sets dealt 0/1/0; task b: 1 set < 2 ranks -> shared by both
+    (1, ["a1", "b0"]),
+])
+def test_shard_docsets_deals_each_task_round_robin(rank, expected):
+    qa, mc = TaskType.DOC_GENERAL_QA, TaskType.DOC_MC
+    docsets = [DocSet("a0", ("x",), qa), DocSet("b0", ("x",), mc), DocSet("a1", ("x",), qa), DocSet("a2", ("x",), qa)]
+    shard = shard_docsets(docsets, [qa, mc], rank, 2)
+    assert [d.id for d in shard] == expected
+
+
+def test_merge_rank_metrics_sums_counts_and_averages_rates():
+    merged = merge_rank_metrics([{"n": 2, "rate": 0.25, "only0": 1.0}, {"n": 4, "rate": 0.75}], {"n"})
+    # n: 2 + 4 = 6; rate: (0.25 + 0.75) / 2 = 0.5; only0: present on one rank -> its value
+    assert merged == {"n": 6.0, "rate": 0.5, "only0": 1.0}
+
+
+def test_vllm_engine_is_refused_under_torchrun(launched, tiny_policy_dir, monkeypatch, tmp_path):
+    from spell import distributed
+    from spell.config import ConfigError
+    from spell.trainer import Trainer
+
+    _, corpus, _ = launched
+    monkeypatch.setattr(distributed, "dist_info", lambda: distributed.DistInfo(rank=0, world_size=2))
+    cfg = make_cfg(corpus, tiny_policy_dir, tmp_path / "v", "engine.kind=vllm", "train.device=auto")
+    with pytest.raises(ConfigError, match="engine.kind=hf"):
+        Trainer(cfg)  # refused before any model is loaded
