@@ -1,0 +1,264 @@
+"""``spell eval``: arguments and the driver (spec §9). The lead's ``spell/cli.py`` wires these in.
+
+``run_eval`` loads and validates every benchmark file and the judge settings before any model is
+loaded, so bad input fails in seconds with a one-line message and exit code 2. It then generates what
+``generations.jsonl`` still lacks (resume), scores (rule, then the optional judge), and writes
+``results.json``, ``results.md`` and ``passk.png`` into ``--output-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from spell.evaluate.formats import NATIVE_BENCHMARKS, DataError, EvalItem
+from spell.evaluate.judge import JudgeConfigError, LLMJudge
+from spell.evaluate.metrics import summarize
+from spell.evaluate.native import benchmark_name, load_benchmark
+from spell.evaluate.report import (
+    MARKDOWN_FILE,
+    PLOT_FILE,
+    RESULTS_FILE,
+    ResultsFileError,
+    load_results,
+    plot_passk,
+    render_markdown,
+    write_results,
+)
+from spell.evaluate.runner import (
+    GENERATIONS_FILE,
+    apply_judge,
+    generate_missing,
+    load_generations,
+    select_records,
+    write_generations,
+)
+from spell.prompts import load_templates
+from spell.types import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+EXIT_USAGE = 2
+RUN_CONFIG_FILE = "run_config.json"
+_SETTINGS_THAT_CHANGE_SAMPLES = ("model", "temperature", "top_p", "max_new_tokens", "max_input_tokens", "template_dir")
+
+
+class EvalSetupError(ValueError):
+    """A bad ``spell eval`` argument (model path, judge settings ...), reported in one line."""
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``spell eval`` options to ``parser``."""
+    add = parser.add_argument
+    add("--model", required=True, help="HF model folder, or a training checkpoint / output folder")
+    add(
+        "--benchmarks",
+        default=",".join(NATIVE_BENCHMARKS),
+        help="comma list of " + ", ".join(NATIVE_BENCHMARKS) + " and jsonl:PATH (generic format)",
+    )
+    add("--data-dir", default=None, help="folder with the native benchmark files (layout: README, `Evaluation`)")
+    add("--output-dir", default="runs/eval", help="where generations.jsonl and the reports go; re-use it to resume")
+    add("--max-input-tokens", type=int, default=16384, help="middle-truncate longer prompts (paper: 16K, 100K)")
+    add("--n", type=int, default=8, help="samples per question (paper: 8)")
+    add("--temperature", type=float, default=0.7)
+    add("--top-p", type=float, default=0.95)
+    add("--max-new-tokens", type=int, default=4096, help="paper: 4K (non-reasoning), 20K (reasoning models)")
+    add("--limit", type=int, default=None, help="first N questions of each benchmark")
+    add("--engine", choices=("hf", "vllm"), default="hf")
+    add("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add("--seed", type=int, default=42)
+    add(
+        "--batch-prompts",
+        type=int,
+        default=None,
+        help="questions per engine call (default: 8 for hf, 128 for vllm; lower it for long prompts on hf)",
+    )
+    add("--gpu-memory-utilization", type=float, default=0.9, help="vLLM only")
+    add("--tensor-parallel-size", type=int, default=1, help="vLLM only")
+    add("--template-dir", default=None, help="folder overriding the responder templates (as in training)")
+    add("--judge-url", default=None, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    add("--judge-model", default=None, help="served judge model name (paper: gpt-oss-120b)")
+    add("--judge-api-key-env", default=None, help="NAME of the environment variable holding the judge API key")
+    add("--judge-timeout-s", type=float, default=120.0)
+    add("--judge-concurrency", type=int, default=8)
+    add("--judge-max-retries", type=int, default=3)
+    add("--judge-max-tokens", type=int, default=8192)
+    add("--compare", default=None, help="another run's results.json (or its folder) to overlay")
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    if args.batch_prompts is None:
+        args.batch_prompts = 128 if args.engine == "vllm" else 8
+    for name in ("n", "max_new_tokens", "max_input_tokens", "batch_prompts", "judge_concurrency"):
+        if getattr(args, name) < 1:
+            raise EvalSetupError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
+    if args.limit is not None and args.limit < 1:
+        raise EvalSetupError(f"--limit {args.limit}: must be >= 1 (leave it out for all questions)")
+    if args.temperature <= 0 or not 0 < args.top_p <= 1:
+        raise EvalSetupError("--temperature must be > 0 and --top-p in (0, 1] (paper: 0.7 and 0.95)")
+    if bool(args.judge_url) != bool(args.judge_model):
+        raise EvalSetupError("--judge-url and --judge-model go together; give both or neither")
+
+
+def load_items(specs: list[str], data_dir: str | None, limit: int | None) -> list[EvalItem]:
+    """All questions of the requested benchmarks (raises :class:`DataError` on any file problem)."""
+    names = [benchmark_name(spec) for spec in specs]
+    for name in names:
+        if names.count(name) > 1 or name == "average":
+            raise DataError(f"--benchmarks: benchmark name {name!r} is used twice or reserved; rename the file")
+    items: list[EvalItem] = []
+    for spec in specs:
+        loaded = load_benchmark(spec, data_dir, limit)
+        logger.info("%s: %d questions", benchmark_name(spec), len(loaded))
+        items.extend(loaded)
+    return items
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """The HF model folder behind ``--model``.
+
+    Accepts an HF folder or a training checkpoint (``.../checkpoints/step_000070``; both hold
+    ``config.json``), or a training output dir (its latest complete checkpoint is used).
+
+    Raises:
+        EvalSetupError: nothing loadable found.
+    """
+    path = Path(path).expanduser()
+    if (path / "config.json").is_file():
+        return path
+    if path.is_dir():
+        from spell.checkpoint import latest_checkpoint
+
+        checkpoint = latest_checkpoint(path)
+        if checkpoint is not None and (checkpoint / "config.json").is_file():
+            logger.info("--model %s: using its latest checkpoint %s", path, checkpoint)
+            return checkpoint
+    raise EvalSetupError(
+        f"--model {path}: no config.json there and no complete checkpoint under {path / 'checkpoints'}; "
+        "pass an HF model folder, a checkpoint folder or a training output dir"
+    )
+
+
+def _engine_factory(args: argparse.Namespace, model_path: Path):
+    """A function that loads the model and builds the engine (called only if something must be generated)."""
+
+    def build():
+        import torch
+
+        from spell.config import ModelConfig
+        from spell.engine import HFEngine
+        from spell.policy import load_policy, resolve_device
+
+        if args.engine == "hf":
+            model, tokenizer = load_policy(ModelConfig(path=str(model_path)), resolve_device(args.device))
+            model.eval()
+            return HFEngine(model, tokenizer, max_batch_prompts=args.batch_prompts)
+        from spell.engine.vllm import VLLMEngine
+
+        # vLLM loads the weights itself from the folder; the HF copy only describes the model (dtype, eos).
+        model, tokenizer = load_policy(ModelConfig(path=str(model_path), dtype="bfloat16"), torch.device("cpu"))
+        return VLLMEngine(
+            model,
+            tokenizer,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            tensor_parallel_size=args.tensor_parallel_size,
+            max_model_len=args.max_input_tokens + args.max_new_tokens,
+            seed=args.seed,
+        )
+
+    return build
+
+
+def _build_judge(args: argparse.Namespace, output_dir: Path) -> LLMJudge | None:
+    if not args.judge_url:
+        return None
+    return LLMJudge(
+        args.judge_url,
+        args.judge_model,
+        api_key_env=args.judge_api_key_env,
+        timeout_s=args.judge_timeout_s,
+        concurrency=args.judge_concurrency,
+        max_retries=args.judge_max_retries,
+        max_tokens=args.judge_max_tokens,
+        cache_path=output_dir / "judge_cache.jsonl",
+    )
+
+
+def _record_settings(args: argparse.Namespace, model_path: Path, output_dir: Path) -> None:
+    settings = {key: getattr(args, key) for key in vars(args) if not key.startswith("_") and key != "func"}
+    settings["model"] = str(model_path)
+    path = output_dir / RUN_CONFIG_FILE
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        previous = None
+    if isinstance(previous, dict):
+        changed = [key for key in _SETTINGS_THAT_CHANGE_SAMPLES if previous.get(key) != settings.get(key)]
+        if changed:
+            logger.warning("%s holds samples made with other %s; kept samples are reused as is", output_dir, changed)
+    path.write_text(json.dumps(settings, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Run ``spell eval`` with parsed ``args``; returns the exit code (0 ok, 2 bad input)."""
+    try:
+        _check_numbers(args)
+        specs = [spec.strip() for spec in args.benchmarks.split(",") if spec.strip()]
+        items = load_items(specs, args.data_dir, args.limit)
+        compare = load_results(args.compare) if args.compare else None
+        model_path = resolve_model_path(args.model)
+        output_dir = Path(args.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        judge = _build_judge(args, output_dir)
+        templates = load_templates(args.template_dir)
+    except (DataError, EvalSetupError, JudgeConfigError, ResultsFileError, OSError, ValueError) as err:
+        logger.error("spell eval: %s", err)
+        return EXIT_USAGE
+    _record_settings(args, model_path, output_dir)
+    sampling = SamplingParams(args.temperature, args.top_p, args.max_new_tokens, args.seed)
+    generations = output_dir / GENERATIONS_FILE
+    generate_missing(
+        items,
+        _engine_factory(args, model_path),
+        sampling,
+        args.n,
+        generations,
+        max_input_tokens=args.max_input_tokens,
+        batch_prompts=args.batch_prompts,
+        templates=templates,
+    )
+    records = load_generations(generations)
+    judged = apply_judge(select_records(records, items, args.n), items, judge)
+    write_generations(generations, records)
+    if judge is not None:
+        logger.info("judge: %d samples needed a verdict; %s", judged, judge.stats.as_dict())
+        if judge.stats.errors or judge.stats.invalid:
+            logger.warning(
+                "judge: %d failed and %d malformed replies scored by rule only; re-run to retry them",
+                judge.stats.errors,
+                judge.stats.invalid,
+            )
+    results = summarize(select_records(records, items, args.n))
+    _write_reports(args, results, compare, model_path, output_dir)
+    logger.info("avg@%d (4-column average): %.1f%%", args.n, 100 * results["average"].get("avg@n", 0.0))
+    return 0
+
+
+def _write_reports(args, results: dict, compare: dict | None, model_path: Path, output_dir: Path) -> None:
+    label = Path(args.model).resolve().name or str(model_path)
+    compare_label = "compare"
+    if compare is not None:
+        compare_path = Path(args.compare).resolve()
+        compare_label = compare_path.name if compare_path.is_dir() else compare_path.parent.name
+    note = (
+        f"avg@n in percent; n = {args.n}, T = {args.temperature}, top-p = {args.top_p}, "
+        f"max input {args.max_input_tokens} tokens, max new {args.max_new_tokens} tokens"
+        + (f", judge {args.judge_model}" if args.judge_url else ", rule scores only")
+    )
+    write_results(output_dir / RESULTS_FILE, results)
+    text = render_markdown(results, label, compare, compare_label, note)
+    (output_dir / MARKDOWN_FILE).write_text(text, encoding="utf-8")
+    plot_passk(results, output_dir / PLOT_FILE, label, compare, compare_label)
+    logger.info("wrote %s, %s, %s in %s", RESULTS_FILE, MARKDOWN_FILE, PLOT_FILE, output_dir)

@@ -1,0 +1,263 @@
+"""Generation and scoring for the evaluation harness, resumable through ``generations.jsonl`` (spec §9.2-9.3).
+
+Each question is rendered with the training responder template, wrapped in the chat template, middle-
+truncated to ``max_input_tokens`` (first and last halves kept) and sampled n times through an
+:class:`~spell.engine.Engine`. All n samples of a question are appended to ``generations.jsonl`` together,
+so a re-run with the same output dir only generates the questions (or the extra samples) that are missing.
+Samples are scored with the training rule scorers; an optional judge then lifts QA / DocMath scores to
+max(rule, judge) (called only where the rule score is not 1; never for multiple choice).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spell.evaluate.formats import EvalItem
+from spell.evaluate.judge import JudgeRequest, LLMJudge
+from spell.prompts import Templates, join_documents, load_templates
+from spell.prompts.responder import render_responder_prompt
+from spell.tasks import extract_prediction, rule_score
+from spell.tasks.doc_mc import format_mc_question
+from spell.types import SamplingParams, TaskType, Verdict
+
+if TYPE_CHECKING:
+    from spell.engine.base import Engine
+
+logger = logging.getLogger(__name__)
+
+GENERATIONS_FILE = "generations.jsonl"
+_TOKEN_BUCKETS = ((8192, "<8k"), (16384, "8k-16k"), (32768, "16k-32k"), (65536, "32k-64k"), (131072, "64k-128k"))
+
+ItemKey = tuple[str, str]
+
+
+def item_key(benchmark: str, item_id: str) -> ItemKey:
+    """The resume key of a question: (benchmark, id)."""
+    return (str(benchmark), str(item_id))
+
+
+def truncate_middle(ids: Sequence[int], max_tokens: int | None) -> list[int]:
+    """Keep the first ``max_tokens // 2`` and the last ``max_tokens - max_tokens // 2`` tokens.
+
+    Args:
+        ids: prompt token ids (already chat-templated).
+        max_tokens: the limit; None or <= 0 means no limit.
+
+    Returns:
+        ``ids`` unchanged when short enough, else head + tail.
+
+    Example:
+        >>> truncate_middle([1, 2, 3, 4, 5, 6, 7], 4)
+        [1, 2, 6, 7]
+    """
+    if not max_tokens or max_tokens <= 0 or len(ids) <= max_tokens:
+        return list(ids)
+    head = max_tokens // 2
+    return list(ids[:head]) + list(ids[len(ids) - (max_tokens - head) :])
+
+
+def token_length_bucket(num_tokens: int) -> str:
+    """Length bucket from the untruncated prompt length, for benchmarks without their own buckets.
+
+    >>> token_length_bucket(9000)
+    '8k-16k'
+    """
+    for limit, name in _TOKEN_BUCKETS:
+        if num_tokens < limit:
+            return name
+    return "128k+"
+
+
+def render_eval_prompt(item: EvalItem, templates: Templates | None = None) -> str:
+    """The responder prompt of ``item`` (MC options in LongBench-v2 layout), as in training."""
+    question = format_mc_question(item.question, item.options) if item.task == TaskType.DOC_MC else item.question
+    return render_responder_prompt(item.task, join_documents(item.documents), question, templates=templates)
+
+
+def prepare_prompt(
+    item: EvalItem, tokenizer: Any, max_input_tokens: int | None, templates: Templates | None = None
+) -> tuple[list[int], int]:
+    """Chat-templated, middle-truncated prompt ids of ``item`` and the untruncated token count."""
+    # Imported here: the spell.engine package imports torch, which a finished (resumed) run never needs.
+    from spell.engine.base import encode_chat_prompt
+
+    ids = encode_chat_prompt(tokenizer, render_eval_prompt(item, templates))
+    return truncate_middle(ids, max_input_tokens), len(ids)
+
+
+def score_response(item: EvalItem, response: str) -> tuple[str | None, float]:
+    """(parsed prediction, rule score): the best rule score over the item's gold answers."""
+    best = max(rule_score(item.task, response, gold) for gold in item.answers)
+    return extract_prediction(item.task, response), float(best)
+
+
+def load_generations(path: str | Path) -> list[dict]:
+    """Records of ``generations.jsonl`` (empty if absent); a torn line left by a crash is dropped and the
+    file rewritten without it, so appends stay valid JSONL."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records, bad = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            valid = isinstance(record, dict) and "benchmark" in record and "id" in record and "score" in record
+            valid = valid and isinstance(record.get("sample_index"), int)
+        except json.JSONDecodeError:
+            valid = False
+        if valid:
+            records.append(record)
+        else:
+            bad += 1
+    if bad:
+        logger.warning("%s: dropped %d unreadable line(s) (an interrupted write); they are regenerated", path, bad)
+        write_generations(path, records)
+    return records
+
+
+def write_generations(path: str | Path, records: Iterable[dict]) -> None:
+    """Rewrite ``generations.jsonl`` atomically (temp file + rename)."""
+    path = Path(path)
+    tmp = path.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def samples_done(records: Iterable[dict]) -> dict[ItemKey, int]:
+    """How many distinct samples each question already has."""
+    indices: dict[ItemKey, set[int]] = {}
+    for record in records:
+        indices.setdefault(item_key(record["benchmark"], record["id"]), set()).add(int(record["sample_index"]))
+    return {key: len(found) for key, found in indices.items()}
+
+
+def _record(item: EvalItem, index: int, completion: Any, prompt_tokens: int, kept_tokens: int) -> dict:
+    prediction, rule = score_response(item, completion.text)
+    return {
+        "benchmark": item.benchmark,
+        "id": item.id,
+        "sample_index": index,
+        "task": item.task.value,
+        "length_bucket": item.length_bucket or token_length_bucket(prompt_tokens),
+        "prompt_tokens": prompt_tokens,
+        "truncated": kept_tokens < prompt_tokens,
+        "response": completion.text,
+        "response_tokens": len(completion.token_ids),
+        "finish_reason": completion.finish_reason,
+        "prediction": prediction,
+        "gold": list(item.answers),
+        "rule_score": rule,
+        "judge": None,
+        "score": rule,
+    }
+
+
+def generate_missing(
+    items: Sequence[EvalItem],
+    engine_factory: Callable[[], Engine],
+    sampling: SamplingParams,
+    n: int,
+    output_path: str | Path,
+    *,
+    max_input_tokens: int | None,
+    batch_prompts: int = 8,
+    templates: Templates | None = None,
+) -> int:
+    """Generate the samples each question still lacks and append them to ``output_path``.
+
+    Args:
+        items: the questions of this run.
+        engine_factory: builds the engine; called only if something is missing (a finished run never
+            loads the model).
+        sampling: temperature, top-p, max new tokens, seed.
+        n: samples wanted per question.
+        output_path: the ``generations.jsonl`` to append to (created if absent).
+        max_input_tokens: middle-truncation limit of the templated prompt (None = none).
+        batch_prompts: questions per engine call.
+        templates: responder templates (None = built-in).
+
+    Returns:
+        The number of samples generated.
+    """
+    output_path = Path(output_path)
+    done = samples_done(load_generations(output_path))
+    pending = [(item, done.get(item_key(item.benchmark, item.id), 0)) for item in items]
+    pending = [(item, have) for item, have in pending if have < n]
+    if not pending:
+        logger.info("all %d questions already have %d samples: nothing to generate", len(items), n)
+        return 0
+    logger.info("generating for %d of %d questions (n=%d)", len(pending), len(items), n)
+    engine = engine_factory()
+    templates = templates or load_templates(None)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    generated = 0
+    by_have: dict[int, list[EvalItem]] = {}
+    for item, have in pending:
+        by_have.setdefault(have, []).append(item)
+    for have, group in sorted(by_have.items()):
+        for start in range(0, len(group), max(1, batch_prompts)):
+            chunk = group[start : start + max(1, batch_prompts)]
+            prompts = [prepare_prompt(item, engine.tokenizer, max_input_tokens, templates) for item in chunk]
+            # A new seed for samples added to questions that have some: the same seed would repeat them.
+            seed = None if sampling.seed is None else sampling.seed + have
+            outputs = engine.generate([ids for ids, _ in prompts], replace(sampling, seed=seed), n=n - have)
+            with output_path.open("a", encoding="utf-8") as handle:
+                for item, (ids, full_len), completions in zip(chunk, prompts, outputs):
+                    for offset, completion in enumerate(completions):
+                        record = _record(item, have + offset, completion, full_len, len(ids))
+                        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                        generated += 1
+            logger.info("generated %d samples so far", generated)
+    return generated
+
+
+def _needs_judge(record: dict) -> bool:
+    return (
+        record.get("task") != TaskType.DOC_MC.value
+        and float(record.get("rule_score", 0.0)) < 1.0
+        and record.get("prediction") is not None
+        and record.get("judge") not in (Verdict.YES.value, Verdict.NO.value)
+    )
+
+
+def apply_judge(records: list[dict], items: Sequence[EvalItem], judge: LLMJudge | None) -> int:
+    """Fill ``judge`` and set the final ``score`` of every record, in place.
+
+    Without a judge, score = rule score. With one, QA / DocMath samples whose rule score is below 1 and
+    that have a parsed prediction are judged (cached verdicts are reused) and score = max(rule, judge).
+    Multiple-choice samples are letter accuracy only (spec §9.3).
+
+    Returns:
+        The number of records that needed a verdict this time.
+    """
+    questions = {item_key(item.benchmark, item.id): item for item in items}
+    todo = [
+        r for r in records if judge is not None and _needs_judge(r) and item_key(r["benchmark"], r["id"]) in questions
+    ]
+    if todo:
+        requests = []
+        for record in todo:
+            item = questions[item_key(record["benchmark"], record["id"])]
+            # Deviation: spec §9.3 - several gold answers (LongBench) are shown to the judge joined by " OR ".
+            requests.append(JudgeRequest(item.question, str(record["prediction"]), " OR ".join(item.answers)))
+        for record, verdict in zip(todo, judge.judge(requests)):
+            record["judge"] = verdict.value
+    for record in records:
+        rule = float(record.get("rule_score", 0.0))
+        judged = judge is not None and record.get("judge") == Verdict.YES.value
+        record["score"] = max(rule, 1.0 if judged else 0.0)
+    return len(todo)
+
+
+def select_records(records: Iterable[dict], items: Sequence[EvalItem], n: int) -> list[dict]:
+    """The records of this run's questions with ``sample_index < n`` (a run may reuse a larger dir)."""
+    wanted = {item_key(item.benchmark, item.id) for item in items}
+    return [r for r in records if item_key(r["benchmark"], r["id"]) in wanted and int(r["sample_index"]) < n]
