@@ -24,6 +24,7 @@ from spell.types import (
     QuestionerRewardMapping,
     RewardCombine,
     TaskType,
+    TrainMode,
     VerifierLabel,
 )
 
@@ -93,14 +94,17 @@ class DataConfig:
         tasks: task types to play (spec §2.4). Paper: all three.
         questions_per_round: questioner prompts per generation round, split equally over ``tasks``
             (authors: gen_batch_size 480 = 160 per task).
-        max_prompt_tokens: longest responder prompt in tokens; longer questions are skipped and counted
-            (paper 16K; authors 18,000).
+        max_prompt_tokens: longest questioner or responder prompt in tokens; longer ones are skipped and
+            counted, never truncated (paper 16K; authors 18,000).
+        labelled_files: labelled questions in the evaluation harness's generic JSONL format; read only by
+            ``train.mode=rlvr`` (the baseline), never by SPELL.
     """
 
     train_files: list[str] = field(default_factory=list)
     tasks: list[TaskType] = field(default_factory=lambda: list(ALL_TASKS))
     questions_per_round: int = 480
     max_prompt_tokens: int = 16384
+    labelled_files: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -350,6 +354,8 @@ class TrainConfig:
         save_every_steps: checkpoint interval (authors 10); the final step is always saved.
         keep_last_checkpoints: how many checkpoints to keep (older ones are deleted).
         device: ``auto`` (cuda if available), ``cpu`` or ``cuda``.
+        mode: ``spell`` (self-play) or ``rlvr`` (the paper's baseline: responder-only GRPO on
+            ``data.labelled_files`` with the rule reward; same trainer, update and checkpoints).
     """
 
     batch_groups: int = 128
@@ -359,6 +365,7 @@ class TrainConfig:
     save_every_steps: int = 10
     keep_last_checkpoints: int = 3
     device: str = "auto"
+    mode: TrainMode = TrainMode.SPELL
 
     def __post_init__(self) -> None:
         for key in ("batch_groups", "max_rounds", "max_steps", "save_every_steps", "keep_last_checkpoints"):
@@ -366,6 +373,36 @@ class TrainConfig:
                 _fail(f"train.{key}", getattr(self, key), "must be >= 1")
         if self.device not in ("auto", "cpu", "cuda"):
             _fail("train.device", self.device, "use auto, cpu or cuda")
+
+
+@dataclass
+class EvalConfig:
+    """Held-out accuracy measured during training (labelled questions never used for training).
+
+    Attributes:
+        heldout_files: generic-format JSONL question files (empty = no evaluation; the built-in default
+            sets the world's held-out set).
+        every_steps: evaluate every k steps (0 = only before the first and after the last step).
+        num_samples: samples per question; the score is their mean (avg@n).
+        temperature: sampling temperature (0 = greedy).
+        max_new_tokens: answer budget.
+        limit: evaluate only the first k questions of each file (0 = all).
+    """
+
+    heldout_files: list[str] = field(default_factory=list)
+    every_steps: int = 0
+    num_samples: int = 1
+    temperature: float = 0.0
+    max_new_tokens: int = 64
+    limit: int = 0
+
+    def __post_init__(self) -> None:
+        if self.every_steps < 0 or self.limit < 0:
+            _fail("eval.every_steps/limit", (self.every_steps, self.limit), "must be >= 0")
+        if self.num_samples < 1 or self.max_new_tokens < 1:
+            _fail("eval.num_samples/max_new_tokens", (self.num_samples, self.max_new_tokens), "must be >= 1")
+        if self.temperature < 0:
+            _fail("eval.temperature", self.temperature, "must be >= 0 (0 = greedy)")
 
 
 @dataclass
@@ -403,6 +440,7 @@ class SpellConfig:
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     output_dir: str = "runs/spell"
 

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 SHIPPED_POLICY = Path(__file__).parent / "assets" / "default_policy"
 WORLD_SEED = 0
+TRAIN_LABELLED = "train_labelled.jsonl"  # spell.world.build.TRAIN_LABELLED (imported lazily there)
 RANDOM_POLICY_NAME = "tiny-random-v1"
 
 
@@ -33,7 +34,7 @@ def ensure_world(root: Path | None = None) -> Path:
     from spell.world import build_world
 
     folder = (root or cache_root()) / f"world-seed{WORLD_SEED}"
-    if not (folder / "manifest.json").exists():
+    if not (folder / "manifest.json").exists() or not (folder / TRAIN_LABELLED).exists():
         logger.info("building the built-in world in %s", folder)
         build_world(folder, seed=WORLD_SEED)
     return folder
@@ -62,10 +63,18 @@ def ensure_policy(root: Path | None = None) -> Path:
 
 
 def apply_builtin_defaults(cfg: SpellConfig) -> SpellConfig:
-    """Fill an unset corpus / model with the built-in ones (builds them on first use)."""
-    data, model = cfg.data, cfg.model
+    """Fill an unset corpus / model with the built-in ones (builds them on first use).
+
+    With the built-in corpus, unset held-out questions (``eval.heldout_files``) and RLVR labels
+    (``data.labelled_files``) come from the same world: held-out sets are disjoint from training sets.
+    """
+    data, model, evaluation = cfg.data, cfg.model, cfg.eval
     if not data.train_files:
-        data = dataclasses.replace(data, train_files=[str(ensure_world() / "train.jsonl")])
+        world = ensure_world()
+        data = dataclasses.replace(data, train_files=[str(world / "train.jsonl")],
+                                   labelled_files=data.labelled_files or [str(world / TRAIN_LABELLED)])
+        if not evaluation.heldout_files:
+            evaluation = dataclasses.replace(evaluation, heldout_files=[str(world / "heldout.jsonl")])
     if model.path is None:
         model = dataclasses.replace(model, path=str(ensure_policy()))
-    return dataclasses.replace(cfg, data=data, model=model)
+    return dataclasses.replace(cfg, data=data, model=model, eval=evaluation)

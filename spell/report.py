@@ -13,6 +13,7 @@ from rich.table import Table
 logger = logging.getLogger(__name__)
 
 SUMMARY_KEYS = (
+    "heldout/accuracy", "heldout/doc_general_qa", "heldout/docmath_qa", "heldout/doc_mc",
     "questioner/valid_rate", "questioner/bad_format_rate", "questioner/bad_ground_rate",
     "questioner/zero_variance_rate", "questioner/dropped_rate", "responder/reward_mean",
     "responder/num_groups", "verifier/agreement_with_rule", "verifier/invalid_rate",
@@ -36,19 +37,20 @@ def _value(row: dict, key: str) -> float:
     return math.nan if value is None else float(value)
 
 
-def write_run_summary(output_dir: Path, console: Console | None = None, extra: dict | None = None) -> Path | None:
+def write_run_summary(output_dir: Path, console: Console | None = None) -> Path | None:
     """Print the summary table and write ``curves.png``; returns the plot path (None without metrics)."""
     path = output_dir / "metrics.jsonl"
     rows = read_metrics(path) if path.exists() else []
     if not rows:
         return None
-    table = Table(title=f"SPELL run summary ({len(rows)} steps, {output_dir})")
-    for column in ("metric", f"step {rows[0]['step']}", f"step {rows[-1]['step']}"):
+    table = Table(title=f"SPELL run summary (steps {rows[0]['step']}-{rows[-1]['step']}, {output_dir})")
+    for column in ("metric", "first (step)", "last (step)"):
         table.add_column(column)
     for key in SUMMARY_KEYS:
-        table.add_row(key, f"{_value(rows[0], key):.4g}", f"{_value(rows[-1], key):.4g}")
-    for key, (before, after) in (extra or {}).items():
-        table.add_row(key, f"{before:.4g}", f"{after:.4g}")
+        seen = [(r["step"], _value(r, key)) for r in rows if r.get(key) is not None]
+        if seen:
+            (first_step, first), (last_step, last) = seen[0], seen[-1]
+            table.add_row(key, f"{first:.4g} ({first_step})", f"{last:.4g} ({last_step})")
     (console or Console()).print(table)
     return plot_curves(rows, output_dir / "curves.png")
 

@@ -25,12 +25,14 @@ from spell.config import ConfigError, SpellConfig, config_to_yaml
 from spell.data import TaskBalancedSampler, load_docsets
 from spell.engine import Engine, build_engine
 from spell.experience import SUMMED_METRICS, collect_experience, sample_dump
+from spell.heldout import heldout_metrics, load_heldout
 from spell.losses import grpo_loss
 from spell.memory import HistoryMemory
 from spell.metrics import MetricLogger, dump_samples, pop_timings, progress, stage_timer
 from spell.policy import collate, load_policy, pack_micro_batches, resolve_device, sequence_logprobs
+from spell.rlvr import collect_rlvr_experience, load_labelled
 from spell.selfplay import SelfPlayContext
-from spell.types import EngineKind, Role, RoleSample
+from spell.types import EngineKind, Role, RoleSample, TrainMode
 from spell.validate import check_model_folder, load_templates_checked
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,12 @@ class Trainer:
             raise ConfigError("engine.kind=vllm is not supported under torchrun yet (vLLM would join torchrun's "
                               "process group). Fix: engine.kind=hf for multi-rank runs, or run one process")
         # Cheap checks first: bad data or templates fail before a model is loaded.
-        self.docsets = load_docsets(cfg.data.train_files, cfg.data.tasks, seed=cfg.train.seed)
+        self.labelled = None
+        if cfg.train.mode == TrainMode.RLVR:  # the baseline trains on labelled questions, never on raw docsets
+            self.docsets, self.labelled = load_labelled(cfg.data.labelled_files, cfg.data.tasks)
+        else:
+            self.docsets = load_docsets(cfg.data.train_files, cfg.data.tasks, seed=cfg.train.seed)
+        self.heldout = load_heldout(cfg.eval) if self.dist.is_main else []
         self.templates = load_templates_checked(cfg.questioner.template_dir)
         check_model_folder(cfg.model.path)
         self.device = resolve_device(cfg.train.device)
@@ -90,6 +97,8 @@ class Trainer:
     def train(self) -> dict[str, float]:
         """Run steps ``start_step+1 .. max_steps``; returns the last step's metrics."""
         cfg, last = self.cfg, {}
+        if self.start_step == 0 and self.heldout:
+            self.metrics.log(0, {**self.evaluate(), **pop_timings()})  # A0: the policy before any update
         with progress(cfg.train.max_steps, enabled=cfg.logging.progress and self.dist.is_main) as bar:
             for step in range(self.start_step + 1, cfg.train.max_steps + 1):
                 last = self.train_step(step)
@@ -103,14 +112,18 @@ class Trainer:
 
     def train_step(self, step: int) -> dict[str, float]:
         """Algorithm 1, one iteration: rollouts of all roles -> one GRPO update -> log."""
-        experience = collect_experience(self.ctx, self.sampler)
+        if self.labelled is not None:
+            experience = collect_rlvr_experience(self.ctx, self.sampler, self.labelled)
+        else:
+            experience = collect_experience(self.ctx, self.sampler)
         with stage_timer("update"):
             stats = self.update_policy(experience.samples)
         with stage_timer("sync_weights"):
             self.engine.sync_weights(self.model)
+        heldout = self.evaluate() if self._eval_due(step) else {}
         # rollout numbers: counts summed, rates/means averaged over ranks; train/* are already global
         rollout = distributed.reduce_metrics({**experience.metrics, **pop_timings()}, SUMMED_METRICS)
-        metrics = {**rollout, **stats, "train/lr": self.scheduler.get_last_lr()[0]}
+        metrics = {**rollout, **stats, **heldout, "train/lr": self.scheduler.get_last_lr()[0]}
         self.metrics.log(step, metrics)
         every = self.cfg.logging.dump_samples_every
         if every and step % every == 0:
@@ -119,6 +132,16 @@ class Trainer:
             if self.dist.is_main:
                 dump_samples(self.output_dir / "samples" / f"step_{step:06d}.jsonl", records)
         return metrics
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out accuracy (``heldout/*``) of the current policy; rank 0 only."""
+        with stage_timer("heldout_eval"):
+            return heldout_metrics(self.engine, self.heldout, self.cfg.eval, self.templates,
+                                   self.cfg.data.max_prompt_tokens, self.cfg.sampling.top_p, seed=self.cfg.train.seed)
+
+    def _eval_due(self, step: int) -> bool:
+        every = self.cfg.eval.every_steps
+        return bool(self.heldout) and (step == self.cfg.train.max_steps or (every > 0 and step % every == 0))
 
     # ---- the update ----------------------------------------------------------------------------------
     def update_policy(self, samples: list[RoleSample]) -> dict[str, float]:

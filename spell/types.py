@@ -224,3 +224,10 @@ class KLEstimator(StrEnum):
     LOW_VAR_KL = "low_var_kl"  # k3, clamped to [-10, 10] (verl's low_var_kl)
     K3 = "k3"  # exp(ref - logp) - (ref - logp) - 1
     K1 = "k1"  # logp - ref
+
+
+class TrainMode(StrEnum):
+    """What a training step does."""
+
+    SPELL = "spell"  # self-play: questioner, responder and verifier, no labels
+    RLVR = "rlvr"  # the paper's baseline: responder-only GRPO on labelled questions with the rule reward

@@ -2,9 +2,11 @@
 
 Deterministic from the seed: the same arguments give byte-identical files (no timestamps, no absolute paths).
 Train rows (JSONL or Parquet) follow the corpus schema of :mod:`spell.data` and carry no answers; held-out rows
-follow the generic JSONL format of :mod:`spell.evaluate.formats`. ``world.json`` lists every set's entities and
-facts (with the verbatim evidence and its document index) so answers can be re-derived; ``manifest.json``
-records the arguments, counts, approximate token sizes (words x 1.3) and file hashes. CLI: ``spell world build``.
+follow the generic JSONL format of :mod:`spell.evaluate.formats`; ``train_labelled.jsonl`` holds labelled
+questions over the train sets in the same format, for the RLVR baseline only. ``world.json`` lists every
+set's entities and facts (with the verbatim evidence and its document index) so answers can be re-derived;
+``manifest.json`` records the arguments, counts, approximate token sizes (words x 1.3) and file hashes.
+CLI: ``spell world build``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ logger = logging.getLogger(__name__)
 WORLD_VERSION = "1"
 TASKS = ("docmath_qa", "doc_general_qa", "doc_mc")
 SPLITS = ("train", "heldout")
+TRAIN_LABELLED = "train_labelled.jsonl"  # generic eval format, questions over the train sets (RLVR baseline)
 NUM_DECOYS = 3  # extra never-mentioned names per type in the held-out MC distractor pool
 
 
@@ -87,9 +90,10 @@ def _distractor_pool(sets: list[_BuiltSet], names: NamePool) -> dict[str, list[s
     return pool
 
 
-def _heldout_records(sets: list[_BuiltSet], names: NamePool, seed: int, questions_per_set: int) -> list[dict]:
-    """``questions_per_set`` questions per held-out set; tasks rotate so each gets a third of them."""
-    writer = QuestionWriter(random.Random(f"{seed}/questions"), _distractor_pool(sets, names))
+def _question_records(sets: list[_BuiltSet], names: NamePool, seed: int, questions_per_set: int,
+                      tag: str = "questions") -> list[dict]:
+    """``questions_per_set`` questions per set; tasks rotate so each gets a third of them."""
+    writer = QuestionWriter(random.Random(f"{seed}/{tag}"), _distractor_pool(sets, names))
     records = []
     for index, item in enumerate(sets):
         for number in range(questions_per_set):
@@ -186,9 +190,11 @@ def build_world(
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     doc_kinds = DOC_KINDS[:docs_per_set]
-    train, _ = _build_split("train", num_train_sets, seed, doc_kinds, target_tokens, filler)
+    train, train_names = _build_split("train", num_train_sets, seed, doc_kinds, target_tokens, filler)
     heldout, heldout_names = _build_split("heldout", num_heldout_sets, seed, doc_kinds, target_tokens, filler)
-    questions = _heldout_records(heldout, heldout_names, seed, questions_per_set)
+    questions = _question_records(heldout, heldout_names, seed, questions_per_set)
+    # Labelled questions over the TRAIN sets: only for the RLVR baseline (SPELL never reads them).
+    train_questions = _question_records(train, train_names, seed, 1, tag="train-questions")
     train_rows = [{"id": s.plan.set_id, "documents": s.documents, "task": list(TASKS), "source": "world"}
                   for s in train]
     paths = WorldPaths(root, root / f"train.{output_format}", root / "heldout.jsonl", root / "world.json",
@@ -197,6 +203,7 @@ def build_world(
     stale.unlink(missing_ok=True)  # a corpus left by an earlier build in the other format would be read as current
     (_write_parquet if output_format == "parquet" else _write_jsonl)(train_rows, paths.train)
     _write_jsonl(questions, paths.heldout)
+    _write_jsonl(train_questions, root / TRAIN_LABELLED)
     world = {"generator": "spell.world", "version": WORLD_VERSION, "seed": seed,
              "sets": [_world_record(s) for s in train + heldout]}
     paths.world.write_text(json.dumps(world, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")

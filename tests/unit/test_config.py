@@ -264,6 +264,11 @@ POST_INIT_CHECKS = [
     ({"train.save_every_steps": 0}, "train.save_every_steps", ">= 1"),
     ({"train.keep_last_checkpoints": 0}, "train.keep_last_checkpoints", ">= 1"),
     ({"train.device": "tpu"}, "train.device", "use auto, cpu or cuda"),
+    ({"eval.every_steps": -1}, "eval.every_steps/limit", ">= 0"),
+    ({"eval.limit": -2}, "eval.every_steps/limit", ">= 0"),
+    ({"eval.num_samples": 0}, "eval.num_samples/max_new_tokens", ">= 1"),
+    ({"eval.max_new_tokens": 0}, "eval.num_samples/max_new_tokens", ">= 1"),
+    ({"eval.temperature": -0.1}, "eval.temperature", "0 = greedy"),
     ({"engine.kind": EngineKind.VLLM, "train.device": "cpu"}, "engine.kind", "use engine.kind=hf"),  # root check
     ({"data.tasks": [TaskType.DOCMATH_QA]}, "verifier.tasks", "not in data.tasks"),  # root check
 ]
@@ -403,7 +408,7 @@ def test_every_key_is_in_docs_config_md():
     text = (REPO_ROOT / "docs" / "config.md").read_text()
     keys = [f"{name}.{f.name}" for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
     keys += [f.name for f in dataclasses.fields(SpellConfig) if f.name not in SECTIONS]  # output_dir
-    assert len(SECTIONS) == 13 and len(keys) > 60  # a new section must come with docs
+    assert len(SECTIONS) == 14 and len(keys) > 60  # a new section must come with docs
     assert [key for key in keys if f"| `{key}` |" not in text] == []  # each key has its own reference row
 
 
