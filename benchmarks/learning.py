@@ -1,0 +1,133 @@
+"""Learning benchmark: does label-free self-play raise held-out accuracy on the built-in world?
+
+For each seed: A0 = held-out accuracy of the built-in policy (step 0 of the run), A1 = after K steps of
+full SPELL; the same budget for the paper's ablations (questioner frozen, no verifier, no history memory)
+and the RLVR baseline (responder-only GRPO on labelled train questions). Held-out questions come from
+document sets disjoint from training and are never trained on.
+
+    .venv/bin/python benchmarks/learning.py --seeds 0 1 2 --steps 30
+    .venv/bin/python benchmarks/learning.py --seeds 0 --steps 2 --variants spell   # smoke
+
+Writes benchmarks/results/learning.json (a0_mean, a1_mean, delta_mean, seeds, per-seed lists, one entry per
+variant), learning.md and learning.png; the last line printed is
+``learning: A0=<a0_mean> A1=<a1_mean> delta=<delta_mean>`` (percent, mean over seeds, full SPELL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+VARIANTS = {
+    "spell": [],
+    "questioner_frozen": ["questioner.enable_update=false"],
+    "no_verifier": ["verifier.enable=false"],
+    "no_memory": ["memory.enable=false"],
+    "rlvr": ["train.mode=rlvr"],
+}
+RESULTS = Path(__file__).parent / "results"
+
+
+def run_variant(name: str, seed: int, steps: int, out_root: Path, extra: list[str]) -> dict:
+    """Train one variant from the built-in policy; returns A0, A1 (fractions), per-task finals and timing."""
+    from spell.config import load_config
+    from spell.defaults import apply_builtin_defaults
+    from spell.report import read_metrics
+    from spell.trainer import Trainer
+
+    out = out_root / f"{name}_seed{seed}"
+    overrides = [f"train.seed={seed}", f"train.max_steps={steps}", f"train.save_every_steps={steps}",
+                 f"output_dir={out}", "logging.progress=false", "logging.dump_samples_every=0",
+                 *VARIANTS[name], *extra]
+    cfg = apply_builtin_defaults(load_config("builtin", overrides))
+    start = time.process_time()
+    wall = time.perf_counter()
+    Trainer(cfg).train()
+    rows = read_metrics(out / "metrics.jsonl")
+    evaluated = [r for r in rows if r.get("heldout/accuracy") is not None]
+    first, last = evaluated[0], evaluated[-1]
+    return {
+        "a0": first["heldout/accuracy"], "a1": last["heldout/accuracy"],
+        "final": {k: v for k, v in last.items() if k.startswith("heldout/")},
+        "initial": {k: v for k, v in first.items() if k.startswith("heldout/")},
+        "cpu_s": time.process_time() - start, "wall_s": time.perf_counter() - wall,
+        "valid_rate_last": rows[-1].get("questioner/valid_rate"),
+    }
+
+
+def summarise(per_variant: dict[str, list[dict]], seeds: list[int]) -> dict:
+    def pct(values: list[float]) -> float:
+        return round(100 * statistics.fmean(values), 2)
+
+    out: dict = {"seeds": seeds, "variants": {}}
+    for name, runs in per_variant.items():
+        a0 = [r["a0"] for r in runs]
+        a1 = [r["a1"] for r in runs]
+        out["variants"][name] = {
+            "a0_mean": pct(a0), "a1_mean": pct(a1), "delta_mean": round(pct(a1) - pct(a0), 2),
+            "a0": [round(100 * x, 2) for x in a0], "a1": [round(100 * x, 2) for x in a1],
+            "delta_std": round(100 * statistics.pstdev([y - x for x, y in zip(a0, a1)]), 2),
+            "cpu_s_mean": round(statistics.fmean(r["cpu_s"] for r in runs), 1),
+            "final_by_key": {k: pct([r["final"].get(k, float("nan")) for r in runs]) for k in runs[0]["final"]},
+            "runs": runs,
+        }
+    main = out["variants"].get("spell") or next(iter(out["variants"].values()))
+    out.update({k: main[k] for k in ("a0_mean", "a1_mean", "delta_mean", "a0", "a1")})
+    return out
+
+
+def write_reports(summary: dict, steps: int) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "learning.json").write_text(json.dumps(summary, indent=1) + "\n")
+    lines = [f"# Learning benchmark ({steps} steps, seeds {summary['seeds']})", "",
+             "| variant | A0 % | A1 % | delta (pts) | ± std | CPU s / run |", "|---|---|---|---|---|---|"]
+    for name, v in summary["variants"].items():
+        lines.append(f"| {name} | {v['a0_mean']} | {v['a1_mean']} | {v['delta_mean']:+} | {v['delta_std']} | "
+                     f"{v['cpu_s_mean']} |")
+    (RESULTS / "learning.md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    names = list(summary["variants"])
+    deltas = [summary["variants"][n]["delta_mean"] for n in names]
+    errors = [summary["variants"][n]["delta_std"] for n in names]
+    ax.bar(names, deltas, yerr=errors, color=["tab:blue" if n == "spell" else "tab:gray" for n in names])
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel("held-out accuracy change (points)")
+    ax.set_title(f"{steps} steps, mean over seeds {summary['seeds']}")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "learning.png", dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--out", type=Path, default=Path("runs/learning"))
+    parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every run")
+    args = parser.parse_args()
+    from spell.metrics import setup_logging
+
+    setup_logging(level="WARNING")
+    per_variant: dict[str, list[dict]] = {name: [] for name in args.variants}
+    for seed in args.seeds:
+        for name in args.variants:
+            result = run_variant(name, seed, args.steps, args.out, args.overrides)
+            per_variant[name].append(result)
+            print(json.dumps({"variant": name, "seed": seed, "a0": result["a0"], "a1": result["a1"],
+                              "cpu_s": round(result["cpu_s"], 1)}), flush=True)
+    summary = summarise(per_variant, args.seeds)
+    write_reports(summary, args.steps)
+    print(f"learning: A0={summary['a0_mean']} A1={summary['a1_mean']} delta={summary['delta_mean']}")
+
+
+if __name__ == "__main__":
+    main()
