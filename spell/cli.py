@@ -22,7 +22,7 @@ logger = logging.getLogger("spell.cli")
 
 BUILTIN_PRESET = "builtin"
 # Defined in modules that are imported lazily (torch, pyarrow), so matched by name.
-USER_ERROR_NAMES = frozenset({"CorpusError", "CheckpointError", "EvalDataError"})
+USER_ERROR_NAMES = frozenset({"CorpusError", "CheckpointError", "DataError"})
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +40,10 @@ def _resolve_config(args: argparse.Namespace) -> SpellConfig:
         config = str(saved)
     if config is None and not any(o.startswith("model.path=") for o in args.overrides):
         config = BUILTIN_PRESET
-    return load_config(config, args.overrides)
+    overrides = list(args.overrides)
+    if resume and not any(o.startswith("output_dir=") for o in overrides):
+        overrides.append(f"output_dir={resume}")  # keep writing where we resume from, whatever the cwd
+    return load_config(config, overrides)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -272,6 +272,11 @@ class RewardsConfig:
     zero_variance: float = 0.0
     invalid_verdict: float = -1.0
 
+    def __post_init__(self) -> None:
+        if self.combine == RewardCombine.SUM:
+            _fail("rewards.combine", "sum", "sum gives responder rewards up to 2, but the questioner reward (Eq. 7) "
+                  "needs a mean in [0, 1]; use max (paper), mean or min")
+
 
 @dataclass
 class GRPOConfig:

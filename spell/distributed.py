@@ -24,6 +24,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 import torch
@@ -31,6 +32,7 @@ import torch.distributed as dist
 
 from spell.checkpoint import capture_rng_state, restore_rng_state
 
+COLLECTIVE_TIMEOUT = timedelta(hours=2)
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -83,7 +85,9 @@ def init_distributed(device_kind: str) -> DistInfo:
         use_cuda = device_kind == "cuda" or (device_kind == "auto" and torch.cuda.is_available())
         if use_cuda:
             torch.cuda.set_device(_env_int("LOCAL_RANK", 0))
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        # Ranks roll out independently and rank 0 alone evaluates and writes checkpoints, so minutes can pass
+        # between collectives: a generous timeout instead of the backend default.
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
         logger.info("joined process group: rank %d of %d (%s)", dist.get_rank(), world_size, dist.get_backend())
     return dist_info()
 
@@ -187,6 +191,15 @@ def gather_objects(obj: T) -> list[T]:
     gathered: list = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def gather_to_main(obj: T) -> list[T]:
+    """Every rank's ``obj`` indexed by rank on rank 0 (``[]`` on the others); ``[obj]`` in a single process."""
+    if not _active():
+        return [obj]
+    gathered: list | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered or []
 
 
 def barrier() -> None:

@@ -51,7 +51,7 @@ def collect_experience(ctx: SelfPlayContext, sampler: TaskBalancedSampler) -> Ex
     verifier_pool: list[tuple[QuestionRecord, int]] = []
     num_rounds = 0
     while num_rounds < cfg.train.max_rounds and len(kept) < cfg.train.batch_groups:
-        round_records = run_generation_round(sampler.draw(cfg.data.questions_per_round), ctx)
+        round_records = run_generation_round(draw_round(sampler, ctx), ctx)
         num_rounds += 1
         update_memory(round_records, ctx, cfg)
         records.extend(round_records)
@@ -76,6 +76,17 @@ def collect_experience(ctx: SelfPlayContext, sampler: TaskBalancedSampler) -> Ex
     metrics.update({"rounds/num_rounds": num_rounds, "rounds/hit_limit": float(len(kept) < cfg.train.batch_groups),
                     "memory/size": len(ctx.memory), "memory/num_keys": ctx.memory.num_keys()})
     return Experience(samples, records, metrics)
+
+
+def draw_round(sampler: TaskBalancedSampler, ctx: SelfPlayContext) -> list:
+    """One round's document sets: per-task quotas, in random order.
+
+    The sampler returns them grouped by task; keeping that order would make ``kept[:N]`` favour the first
+    tasks of ``data.tasks`` and starve the last one whenever a round yields more than N groups.
+    """
+    docsets = sampler.draw(ctx.cfg.data.questions_per_round)
+    ctx.rng.shuffle(docsets)
+    return docsets
 
 
 def update_memory(records: Sequence[QuestionRecord], ctx: SelfPlayContext, cfg: SpellConfig) -> None:

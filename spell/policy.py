@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from spell.config import ModelConfig
+from spell.config import ConfigError, ModelConfig
 from spell.types import RoleSample
 
 logger = logging.getLogger(__name__)
@@ -41,20 +41,30 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("cpu")
         case "cuda":
             if not torch.cuda.is_available():
-                raise ValueError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
+                raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
             return torch.device("cuda")
     raise ValueError(f"train.device={name!r}: use auto, cpu or cuda")
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto`` -> bfloat16 on a GPU that supports it, else float32; otherwise the named dtype."""
+    """The PARAMETER dtype: ``auto`` -> float32 (the trainer computes in bf16 under autocast on a GPU that
+    supports it, see :func:`autocast_dtype`); otherwise the named dtype.
+
+    Pure bf16 parameters with AdamW lose small updates (at lr 2e-6 most steps round away), so ``auto`` keeps
+    fp32 master weights; ``bfloat16`` is for memory-bound experiments that accept that.
+    """
     if dtype == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
         return torch.float32
     if dtype not in _DTYPES:
         raise ValueError(f"model.dtype={dtype!r}: use auto, float32, bfloat16 or float16")
     return _DTYPES[dtype]
+
+
+def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
+    """Compute dtype for ``torch.autocast``: bf16 on a bf16-capable GPU with ``model.dtype=auto``, else None."""
+    if dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
 
 
 def load_policy(model_cfg: ModelConfig, device: torch.device) -> tuple[nn.Module, Any]:

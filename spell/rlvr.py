@@ -13,7 +13,7 @@ import uuid
 from spell.advantages import assign_advantages
 from spell.data import TaskBalancedSampler
 from spell.evaluate.formats import EvalItem, load_generic
-from spell.experience import Experience, responder_samples, rollout_metrics
+from spell.experience import Experience, draw_round, responder_samples, rollout_metrics
 from spell.metrics import stage_timer
 from spell.selfplay import QuestionRecord, SelfPlayContext, generate_responses
 from spell.tasks import rule_score
@@ -51,7 +51,7 @@ def collect_rlvr_experience(ctx: SelfPlayContext, sampler: TaskBalancedSampler,
     kept: list[QuestionRecord] = []
     num_rounds = 0
     while num_rounds < cfg.train.max_rounds and len(kept) < cfg.train.batch_groups:
-        batch = [_record(d, items[d.id], ctx) for d in sampler.draw(cfg.data.questions_per_round)]
+        batch = [_record(d, items[d.id], ctx) for d in draw_round(sampler, ctx)]
         with stage_timer("responder_generate"):
             generate_responses(batch, ctx)
         for record in (r for r in batch if r.responses):

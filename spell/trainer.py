@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +31,7 @@ from spell.heldout import heldout_metrics, load_heldout
 from spell.losses import grpo_loss
 from spell.memory import HistoryMemory
 from spell.metrics import MetricLogger, dump_samples, pop_timings, progress, stage_timer
-from spell.policy import collate, load_policy, pack_micro_batches, resolve_device, sequence_logprobs
+from spell.policy import autocast_dtype, collate, load_policy, pack_micro_batches, resolve_device, sequence_logprobs
 from spell.rlvr import collect_rlvr_experience, load_labelled
 from spell.selfplay import SelfPlayContext
 from spell.types import EngineKind, Role, RoleSample, TrainMode
@@ -47,14 +49,15 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     """Owns model, optimizer, engine, memory and sampler for one run. ``Trainer(cfg).train()`` runs it."""
 
-    def __init__(self, cfg: SpellConfig, resume_from: str | Path | None = None, engine: Engine | None = None) -> None:
+    def __init__(self, cfg: SpellConfig, resume_from: str | Path | None = None,
+                 engine_factory: Callable[[Any, Any], Engine] | None = None) -> None:
         self.cfg = cfg
         self.dist = distributed.dist_info()  # torchrun rank / world size; a single process unless a group is set up
         self.output_dir = Path(cfg.output_dir)
         self.start_step = 0
         seed = cfg.train.seed + self.dist.rank  # ranks sample differently; one process is unchanged
         seed_everything(seed)
-        if self.dist.enabled and engine is None and cfg.engine.kind == EngineKind.VLLM:
+        if self.dist.enabled and engine_factory is None and cfg.engine.kind == EngineKind.VLLM:
             raise ConfigError("engine.kind=vllm is not supported under torchrun yet (vLLM would join torchrun's "
                               "process group). Fix: engine.kind=hf for multi-rank runs, or run one process")
         # Cheap checks first: bad data or templates fail before a model is loaded.
@@ -63,16 +66,20 @@ class Trainer:
             self.docsets, self.labelled = load_labelled(cfg.data.labelled_files, cfg.data.tasks)
         else:
             self.docsets = load_docsets(cfg.data.train_files, cfg.data.tasks, seed=cfg.train.seed)
-        self.heldout = load_heldout(cfg.eval) if self.dist.is_main else []
+        heldout = load_heldout(cfg.eval)  # every rank validates it (a bad file must not strand the others)
+        self.heldout = heldout if self.dist.is_main else []
         self.templates = load_templates_checked(cfg.questioner.template_dir)
         check_model_folder(cfg.model.path)
         self.device = resolve_device(cfg.train.device)
+        self.autocast = autocast_dtype(cfg.model.dtype, self.device)  # bf16 compute, fp32 master weights on GPU
         self.model, self.tokenizer = load_policy(cfg.model, self.device)
         distributed.broadcast_parameters(self.model)
         self.model.train()
         self.ref_model = self._load_reference() if cfg.grpo.kl_coef > 0 else None
-        # ``engine`` is injectable for orchestration tests (a scripted fake); runs build the configured one.
-        self.engine = engine if engine is not None else build_engine(cfg.engine, self.model, self.tokenizer)
+        # ``engine_factory(model, tokenizer)`` is injectable for orchestration tests (a scripted fake engine);
+        # runs build the configured engine.
+        factory = engine_factory or (lambda model, tokenizer: build_engine(cfg.engine, model, tokenizer))
+        self.engine = factory(self.model, self.tokenizer)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.grpo.lr, weight_decay=cfg.grpo.weight_decay,
                                            betas=(cfg.grpo.adam_beta1, cfg.grpo.adam_beta2))
         warmup = cfg.grpo.warmup_steps
@@ -81,7 +88,7 @@ class Trainer:
         self.memory = HistoryMemory(cfg.memory.size, cfg.memory.admission, cfg.memory.dedup)
         shard = distributed.shard_docsets(self.docsets, cfg.data.tasks, self.dist.rank, self.dist.world_size)
         self.sampler = TaskBalancedSampler(shard, cfg.data.tasks, seed=seed)
-        self.rng = random.Random(seed)
+        self.rng = random.Random(f"{seed}/selfplay")  # a stream distinct from the sampler's
         if resume_from is not None:
             self._restore(Path(resume_from))
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -123,11 +130,11 @@ class Trainer:
         heldout = self.evaluate() if self._eval_due(step) else {}
         # rollout numbers: counts summed, rates/means averaged over ranks; train/* are already global
         rollout = distributed.reduce_metrics({**experience.metrics, **pop_timings()}, SUMMED_METRICS)
-        metrics = {**rollout, **stats, **heldout, "train/lr": self.scheduler.get_last_lr()[0]}
+        metrics = {**rollout, **stats, **heldout}
         self.metrics.log(step, metrics)
         every = self.cfg.logging.dump_samples_every
         if every and step % every == 0:
-            dumps = distributed.gather_objects(sample_dump(experience.records, experience.samples))
+            dumps = distributed.gather_to_main(sample_dump(experience.records, experience.samples))
             records = dumps[0] if len(dumps) == 1 else [{**r, "rank": k} for k, d in enumerate(dumps) for r in d]
             if self.dist.is_main:
                 dump_samples(self.output_dir / "samples" / f"step_{step:06d}.jsonl", records)
@@ -163,8 +170,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         for indices in pack_micro_batches(lengths, cfg.micro_batch_tokens):
             batch = {k: v.to(self.device) for k, v in collate([samples[i] for i in indices], pad_id).items()}
-            logprobs, entropy = sequence_logprobs(self.model, batch["input_ids"], batch["attention_mask"],
-                                                  batch["completion_mask"], cfg.logprob_chunk_tokens, True)
+            with torch.autocast(self.device.type, self.autocast or torch.float32, enabled=self.autocast is not None):
+                logprobs, entropy = sequence_logprobs(self.model, batch["input_ids"], batch["attention_mask"],
+                                                      batch["completion_mask"], cfg.logprob_chunk_tokens, True)
             ref = self._reference_logprobs(batch) if self.ref_model is not None else None
             loss, micro = grpo_loss(
                 logprobs, logprobs.detach(), batch["advantages"], batch["completion_mask"],
@@ -180,10 +188,16 @@ class Trainer:
         totals = distributed.all_reduce_dict({**totals, "loss": loss_total})
         loss_total = totals["loss"]
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-        self.optimizer.step()
+        stats["train/lr"] = self.scheduler.get_last_lr()[0]  # the rate this update uses
+        finite = bool(torch.isfinite(grad_norm))  # identical on every rank after the all-reduce
+        if finite:
+            self.optimizer.step()
+        else:
+            logger.warning("non-finite gradient norm %s: update skipped, weights unchanged", float(grad_norm))
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        stats.update({"train/loss": loss_total, "train/grad_norm": float(grad_norm), "train/skipped": 0.0,
+        stats.update({"train/loss": loss_total, "train/grad_norm": float(grad_norm),
+                      "train/skipped": 0.0 if finite else 1.0,
                       "train/pg_loss": totals["pg_loss_sum"] / num_tokens,
                       "train/clip_frac": totals["clip_frac_sum"] / num_tokens,
                       "train/kl": totals["kl_sum"] / num_tokens, "train/entropy": totals["entropy_sum"] / num_tokens})
@@ -217,7 +231,7 @@ class Trainer:
         """Every rank calls this; rank 0 writes the checkpoint (returned; None on other ranks)."""
         path = None
         with stage_timer("checkpoint"):
-            ranks = distributed.gather_objects(self.rank_state())
+            ranks = distributed.gather_to_main(self.rank_state())
             if self.dist.is_main:
                 path = save_checkpoint(self.output_dir, step, self.model, self.tokenizer, self.optimizer,
                                        self.scheduler, self.state(step, ranks), self.cfg.train.keep_last_checkpoints)
@@ -237,11 +251,15 @@ class Trainer:
                                   f"{self.dist.world_size}. Fix: resume with torchrun --nproc_per_node {saved_world}")
         mine = state["ranks"][self.dist.rank] if "ranks" in state else state  # older checkpoints: top level
         self.memory.load_state_dict(mine["memory"])
-        self.sampler.load_state_dict(mine["sampler"])
+        try:
+            self.sampler.load_state_dict(mine["sampler"])
+        except ValueError as err:  # the corpus changed under the run
+            raise CheckpointError(f"{ckpt}: {err}") from None
         self.rng.setstate(_rng_from_json(mine["selfplay_rng"]))
         if "rng" in mine:
             distributed.restore_rank_rng(mine["rng"])  # rng.pt holds rank 0's generators; each rank gets its own back
         self.start_step = int(state["step"])
+        self.engine.sync_weights(self.model)  # an engine with its own weights (vLLM) must sample the restored policy
         logger.info("resumed from %s at step %d", ckpt, self.start_step)
 
 

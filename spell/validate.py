@@ -1,6 +1,6 @@
-"""``spell validate``: check config, corpus and templates and render one prompt per role and task, no model.
-
-Everything a run would reject at startup is caught here in seconds, before a GPU is touched.
+"""``spell validate``: check config, corpus, templates, held-out and labelled files, and render one prompt per
+role and task, without loading a model: the start-up checks of a run, in seconds, before a GPU is touched.
+(Prompt lengths in tokens need the model's tokenizer; a run counts over-long prompts as ``data/*_too_long``.)
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ from rich.panel import Panel
 
 from spell.config import ConfigError, SpellConfig
 from spell.data import load_docsets, validate_corpus
+from spell.heldout import load_heldout
 from spell.prompts import join_documents, load_templates
 from spell.prompts.questioner import draw_target_letter_for, render_questioner_prompt
 from spell.prompts.responder import render_responder_prompt
 from spell.prompts.verifier import render_verifier_prompt
+from spell.rlvr import load_labelled
+from spell.types import TrainMode
 
 PREVIEW_CHARS = 1200
 
@@ -48,6 +51,12 @@ def validate(cfg: SpellConfig, console: Console | None = None) -> int:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(
             cfg.data, train_files=[str(ensure_world() / "train.jsonl")]))
     model = check_model_folder(cfg.model.path)
+    heldout = load_heldout(cfg.eval)
+    if cfg.train.mode == TrainMode.RLVR:
+        labelled, _ = load_labelled(cfg.data.labelled_files, cfg.data.tasks)
+        console.print(f"[bold green]labelled questions ok[/] {len(labelled)} (train.mode=rlvr)")
+    if heldout:
+        console.print(f"[bold green]held-out questions ok[/] {len(heldout)}")
     summary = validate_corpus(cfg.data.train_files, cfg.data.tasks, seed=cfg.train.seed)
     templates = load_templates_checked(cfg.questioner.template_dir)
     docsets = load_docsets(cfg.data.train_files, cfg.data.tasks, seed=cfg.train.seed)

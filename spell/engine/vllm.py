@@ -95,6 +95,8 @@ class VLLMEngine:
         Returns:
             One list of ``n`` completions per prompt, in prompt order.
         """
+        if not prompts:  # a round where every question was rejected early
+            return []
         params = self._vllm.SamplingParams(
             n=n,
             temperature=max(sampling.temperature, 0.0),

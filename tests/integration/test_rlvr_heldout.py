@@ -11,6 +11,7 @@ import pytest
 from rich.console import Console
 
 from spell.report import write_run_summary
+from spell.trainer import Trainer
 from tests.fakes.scripted_engine import FakeScriptedEngine
 from tests.integration.test_trainer import corpus, make_cfg, make_trainer  # noqa: F401 (fixture)
 
@@ -35,16 +36,14 @@ def labelled(tmp_path):
     return path
 
 
-def scripted(trainer, script):
-    trainer.engine = FakeScriptedEngine(trainer.tokenizer, script)
-    trainer.ctx.engine = trainer.engine
-    return trainer
+def scripted(cfg, script):
+    return Trainer(cfg, engine_factory=lambda model, tokenizer: FakeScriptedEngine(tokenizer, script))
 
 
 def test_rlvr_trains_only_the_responder_on_labelled_questions(corpus, labelled, tiny_policy_dir, tmp_path):  # noqa: F811
     cfg = make_cfg(corpus, tiny_policy_dir, tmp_path / "rlvr", "train.max_steps=1", "train.mode=rlvr",
                    f"data.labelled_files=[{labelled}]", "data.questions_per_round=2")
-    trainer = scripted(make_trainer(cfg), rlvr_script)
+    trainer = scripted(cfg, rlvr_script)
     metrics = trainer.train()
     assert metrics["train/responder_tokens"] > 0
     assert metrics["train/questioner_tokens"] == 0 and metrics["train/verifier_tokens"] == 0

@@ -37,10 +37,8 @@ def make_cfg(corpus, policy_dir, out, *extra):
 
 
 def make_trainer(cfg, resume=None):
-    trainer = Trainer(cfg, resume_from=resume, engine=FakeScriptedEngine.__new__(FakeScriptedEngine))
-    trainer.engine.__init__(trainer.tokenizer, script)
-    trainer.ctx.engine = trainer.engine
-    return trainer
+    return Trainer(cfg, resume_from=resume,
+                   engine_factory=lambda model, tokenizer: FakeScriptedEngine(tokenizer, script))
 
 
 def test_one_step_updates_every_parameter_and_logs_all_roles(corpus, tiny_policy_dir, tmp_path):

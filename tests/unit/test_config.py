@@ -265,6 +265,7 @@ POST_INIT_CHECKS = [
     ({"train.keep_last_checkpoints": 0}, "train.keep_last_checkpoints", ">= 1"),
     ({"train.device": "tpu"}, "train.device", "use auto, cpu or cuda"),
     ({"eval.every_steps": -1}, "eval.every_steps/limit", ">= 0"),
+    ({"rewards.combine": "sum"}, "rewards.combine", "use max (paper), mean or min"),
     ({"eval.limit": -2}, "eval.every_steps/limit", ">= 0"),
     ({"eval.num_samples": 0}, "eval.num_samples/max_new_tokens", ">= 1"),
     ({"eval.max_new_tokens": 0}, "eval.num_samples/max_new_tokens", ">= 1"),
