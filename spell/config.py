@@ -47,7 +47,9 @@ class ModelConfig:
     Attributes:
         path: Hugging Face model folder (``from_pretrained``). ``None`` = the built-in default policy
             (built and cached on first use).
-        dtype: ``auto`` (bf16 on GPU, fp32 on CPU), ``float32`` or ``bfloat16``. Paper: bf16.
+        dtype: parameter dtype. ``auto`` = fp32 master weights computed in bf16 under autocast on a
+            bf16-capable GPU (fp32 on CPU), like the authors' FSDP mixed precision; ``float32``;
+            ``bfloat16`` / ``float16`` = pure low-precision weights (AdamW loses small updates).
         gradient_checkpointing: recompute activations in backward (authors: on). Saves memory, costs time.
         attn_implementation: passed to ``from_pretrained`` (``sdpa``, ``eager``, ``flash_attention_2``).
     """
