@@ -79,15 +79,16 @@ def summarise(per_variant: dict[str, list[dict]], seeds: list[int]) -> dict:
     return out
 
 
-def write_reports(summary: dict, steps: int) -> None:
+def write_reports(summary: dict, steps: int, name: str = "learning") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "learning.json").write_text(json.dumps(summary, indent=1) + "\n")
+    summary["steps"] = steps
+    (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     lines = [f"# Learning benchmark ({steps} steps, seeds {summary['seeds']})", "",
              "| variant | A0 % | A1 % | delta (pts) | ± std | CPU s / run |", "|---|---|---|---|---|---|"]
     for name, v in summary["variants"].items():
         lines.append(f"| {name} | {v['a0_mean']} | {v['a1_mean']} | {v['delta_mean']:+} | {v['delta_std']} | "
                      f"{v['cpu_s_mean']} |")
-    (RESULTS / "learning.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,7 +103,7 @@ def write_reports(summary: dict, steps: int) -> None:
     ax.set_ylabel("held-out accuracy change (points)")
     ax.set_title(f"{steps} steps, mean over seeds {summary['seeds']}")
     fig.tight_layout()
-    fig.savefig(RESULTS / "learning.png", dpi=100)
+    fig.savefig(RESULTS / f"{name}.png", dpi=100)
     plt.close(fig)
 
 
@@ -112,8 +113,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=Path("runs/learning"))
+    parser.add_argument("--name", default="learning", help="results file stem (parallel partial runs)")
+    parser.add_argument("--merge", type=Path, nargs="+", help="merge partial results files instead of running")
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every run")
     args = parser.parse_args()
+    if args.merge:
+        parts = [json.loads(path.read_text()) for path in args.merge]
+        per_variant = {n: v["runs"] for part in parts for n, v in part["variants"].items()}
+        summary = summarise(per_variant, parts[0]["seeds"])
+        write_reports(summary, parts[0]["steps"], args.name)
+        print(f"learning: A0={summary['a0_mean']} A1={summary['a1_mean']} delta={summary['delta_mean']}")
+        return
     from spell.metrics import setup_logging
 
     setup_logging(level="WARNING")
@@ -125,7 +135,7 @@ def main() -> None:
             print(json.dumps({"variant": name, "seed": seed, "a0": result["a0"], "a1": result["a1"],
                               "cpu_s": round(result["cpu_s"], 1)}), flush=True)
     summary = summarise(per_variant, args.seeds)
-    write_reports(summary, args.steps)
+    write_reports(summary, args.steps, args.name)
     print(f"learning: A0={summary['a0_mean']} A1={summary['a1_mean']} delta={summary['delta_mean']}")
 
 
