@@ -86,6 +86,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run_eval(args)
 
 
+def cmd_init_default(args: argparse.Namespace) -> int:
+    from spell.bootstrap.cli import run_init_default
+
+    return run_init_default(args)
+
+
 def cmd_world_build(args: argparse.Namespace) -> int:
     from spell.world import run_world_build
 
@@ -115,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_arguments(evaluate)
     evaluate.set_defaults(func=cmd_eval)
+
+    init = sub.add_parser("init-default", help="rebuild the built-in tiny policy (one-time CPU job, not for CI)")
+    from spell.bootstrap.cli import add_init_default_arguments
+
+    add_init_default_arguments(init)
+    init.set_defaults(func=cmd_init_default)
 
     world = sub.add_parser("world", help="the built-in verifiable document world")
     world_sub = world.add_subparsers(dest="world_command", required=True)

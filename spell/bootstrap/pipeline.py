@@ -1,0 +1,208 @@
+"""The one-time bootstrap of the built-in tiny policy (issue 5 deliverable 2), stage by stage.
+
+World train sets -> BPE tokenizer -> random Qwen2 -> (1) synthetic copy / key-value / lookup pretraining ->
+(2) packed 1-hop document QA, short contexts then whole sets -> (3) role transcripts (questioner, responder,
+verifier) mixed with QA -> save -> reload with ``spell.policy.load_policy`` -> measurements. Deterministic for
+a seed, a thread count and a machine type; the last 50 train sets are a validation split (never trained on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spell.bootstrap import eval as measure
+from spell.bootstrap.config import BootstrapConfig
+from spell.bootstrap.synthetic import SyntheticVocab, copy_example, kv_example, lookup_example, synthetic_example
+from spell.bootstrap.train import Stage, encode_transcript, run_stage, token_accuracy
+from spell.bootstrap.transcripts import (
+    TASKS,
+    packed_qa_transcript,
+    pick_item,
+    questioner_transcript,
+    responder_target,
+    responder_transcript,
+    verifier_transcript,
+)
+from spell.bootstrap.worldqa import WorldSet, train_sets
+from spell.prompts import load_templates
+
+logger = logging.getLogger(__name__)
+
+NUM_VALIDATION_SETS = 50
+MAX_LEN = 1536
+COPY_ITEMS = 48  # longest random sequence of the copy task
+QA_VERIFIER_SHARE = 0.2  # verifier chats among the stage-2 examples
+ROLES_MIX = (0.3, 0.35, 0.2, 0.15)  # stage 3: responder, questioner, verifier, packed QA
+RETRIEVAL_MIX = (0.25, 0.35, 0.4, 0.0)  # copy, kv, lookup, doclm (doclm's many tokens would drown the rest)
+
+
+def _tokenizer_texts(sets: list[WorldSet], templates: Any, rng: random.Random) -> list[str]:
+    texts = [doc for ws in sets[:400] for doc in ws.documents]
+    texts += list(dataclasses.asdict(templates).values())
+    for ws in sets[:300]:  # answer formats, so their pieces get merges
+        for task in TASKS:
+            item = pick_item(ws, task, tuple(range(len(ws.documents))), rng, multi_hop=0.3)
+            if item is not None:
+                texts.append(responder_target(item))
+    return texts
+
+
+def _synthetic_stages(cfg: BootstrapConfig, tokenizer: Any, sets: list[WorldSet]) -> list[Stage]:
+    """Stage 1a (copy only, until induction forms) and 1b (copy + key-value + document lookup)."""
+    ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    vocab = SyntheticVocab(3, len(tokenizer), ids("\n")[0], ids(":")[0], ids(".")[0])
+    documents = [ids(doc) for ws in sets[:400] for doc in ws.documents]
+    probe_rng = random.Random(f"{cfg.seed}/synthetic-check")
+    probes = {"copy": [copy_example(probe_rng, vocab, max_items=COPY_ITEMS) for _ in range(48)],
+              "kv": [kv_example(probe_rng, vocab) for _ in range(48)],
+              "lookup": [lookup_example(probe_rng, vocab, documents) for _ in range(48)]}
+
+    def check(model: Any) -> dict:
+        result = {}
+        for name, examples in probes.items():
+            token, exact = token_accuracy(model, examples, tokenizer.pad_token_id)
+            result[f"{name}_token_acc"], result[f"{name}_exact"] = round(token, 4), round(exact, 4)
+        return result
+
+    copy_stage = Stage("copy", cfg.copy_steps, cfg.synthetic_lr, cfg.batch_tokens,
+                       lambda rng: copy_example(rng, vocab, max_items=COPY_ITEMS), check=check, check_every=100,
+                       stop_when=lambda m: m["copy_token_acc"] >= 0.97)
+    mixed = Stage("retrieval", cfg.retrieval_steps, cfg.synthetic_lr, cfg.batch_tokens,
+                  lambda rng: synthetic_example(rng, vocab, documents, weights=RETRIEVAL_MIX), check=check,
+                  check_every=100, stop_when=lambda m: m["kv_exact"] >= 0.9 and m["lookup_exact"] >= 0.9)
+    return [copy_stage, mixed]
+
+
+def _validation_check(tokenizer: Any, sets: list[WorldSet], templates: Any, seed: int):
+    """Teacher-forced exact-answer rate of 1-hop responder transcripts on the validation sets."""
+    rng = random.Random(f"{seed}/validation")
+    examples = {}
+    for task in TASKS:
+        chats = []
+        for ws in sets:
+            item = pick_item(ws, task, tuple(range(len(ws.documents))), rng, multi_hop=0.0)
+            chats.append(encode_transcript(tokenizer, responder_transcript(ws, item, templates)))
+        examples[task] = [c for c in chats if c is not None][:32]
+
+    def check(model: Any) -> dict:
+        return {f"{task}_exact": round(token_accuracy(model, ex, tokenizer.pad_token_id)[1], 4)
+                for task, ex in examples.items()}
+
+    return check
+
+
+def _roles_source(tokenizer: Any, sets: list[WorldSet], templates: Any):
+    def source(rng: random.Random):
+        ws, task = rng.choice(sets), rng.choice(TASKS)
+        role = rng.choices(("responder", "questioner", "verifier", "qa"), weights=ROLES_MIX)[0]
+        if role == "responder":
+            item = pick_item(ws, task, tuple(range(len(ws.documents))), rng, multi_hop=0.1)
+            chat = responder_transcript(ws, item, templates) if item else None
+        elif role == "questioner":
+            chat = questioner_transcript(ws, task, templates, rng)
+        elif role == "verifier":
+            chat = verifier_transcript(ws, task, templates, rng)
+        else:
+            chat = packed_qa_transcript(ws, templates, rng, max_docs=5, num_questions=6)
+        return encode_transcript(tokenizer, chat, MAX_LEN) if chat else None
+
+    return source
+
+
+def _qa_source(tokenizer: Any, sets: list[WorldSet], templates: Any, max_docs: int, num_questions: int):
+    """Packed 1-hop QA chats, and a share of verifier chats (short; comparing two answers needs many)."""
+    def source(rng: random.Random):
+        ws = rng.choice(sets)
+        if rng.random() < QA_VERIFIER_SHARE:
+            chat = verifier_transcript(ws, rng.choice(TASKS), templates, rng)
+        else:
+            chat = packed_qa_transcript(ws, templates, rng, max_docs=max_docs, num_questions=num_questions)
+        return encode_transcript(tokenizer, chat, MAX_LEN) if chat else None
+
+    return source
+
+
+def train_policy(cfg: BootstrapConfig, out: Path) -> dict:
+    """Build the tokenizer and model, run the stages, save to ``out``; returns the stage reports."""
+    from spell.tiny import build_tiny_model, build_tiny_tokenizer, save_policy
+
+    templates = load_templates(None)
+    sets = train_sets(cfg.world_seed, cfg.num_sets)
+    train, valid = sets[:-NUM_VALIDATION_SETS], sets[-NUM_VALIDATION_SETS:]
+    tokenizer = build_tiny_tokenizer(_tokenizer_texts(train, templates, random.Random(cfg.seed)), cfg.vocab_size)
+    model = build_tiny_model(tokenizer, hidden_size=cfg.hidden, num_layers=cfg.layers, num_heads=cfg.heads,
+                             num_kv_heads=cfg.kv_heads, seed=cfg.seed)
+    logger.info("model: %d parameters, vocab %d", sum(p.numel() for p in model.parameters()), len(tokenizer))
+    check = _validation_check(tokenizer, valid, templates, cfg.seed)
+    stages = [
+        *_synthetic_stages(cfg, tokenizer, train),
+        Stage("qa_short", cfg.qa_short_steps, cfg.qa_lr, cfg.batch_tokens,
+              _qa_source(tokenizer, train, templates, 2, 6), check=check),
+        Stage("qa_full", cfg.qa_steps, cfg.qa_lr, cfg.batch_tokens,
+              _qa_source(tokenizer, train, templates, 5, 8), check=check),
+        Stage("roles", cfg.roles_steps, cfg.roles_lr, cfg.batch_tokens,
+              _roles_source(tokenizer, train, templates), check=check),
+    ]
+    reports = {}
+    for stage in stages:
+        reports[stage.name] = run_stage(model, stage, cfg.seed, tokenizer.pad_token_id)
+        logger.info("stage %s done: %s", stage.name, {k: v for k, v in reports[stage.name].items() if k != "checks"})
+    save_policy(model, tokenizer, out)
+    return {"parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer),
+            "stages": reports}
+
+
+def measure_policy(cfg: BootstrapConfig, out: Path) -> dict:
+    """Reload ``out`` as training does and measure it (held-out accuracy, roles' output rates)."""
+    from spell.config import ModelConfig
+    from spell.policy import load_policy
+    from spell.world import build_world
+
+    t0 = time.time()
+    model, tokenizer = load_policy(ModelConfig(path=str(out), dtype="float32"), torch.device("cpu"))
+    model.eval()
+    templates = load_templates(None)
+    sets = train_sets(cfg.world_seed, 300)  # the self-play corpus (train.jsonl) of the built-in world
+    with tempfile.TemporaryDirectory() as tmp:
+        heldout = str(build_world(tmp, seed=cfg.world_seed).heldout)
+        greedy = measure.heldout_accuracy(model, tokenizer, heldout, templates, temperature=0.0, n=1)
+        sampled = measure.heldout_accuracy(model, tokenizer, heldout, templates, temperature=0.7,
+                                           n=cfg.eval_samples, seed=cfg.seed)
+    verifier = measure.verifier_agreement(model, tokenizer, sampled.pop("samples"), templates)
+    greedy.pop("samples")
+    report = {"heldout_greedy": greedy, f"heldout_t0.7_n{cfg.eval_samples}": sampled, "verifier": verifier}
+    report["questioner_plain"] = measure.questioner_rates(model, tokenizer, sets, templates,
+                                                          per_task=cfg.questioner_per_task, history=False)
+    report["questioner_history"] = measure.questioner_rates(model, tokenizer, sets, templates,
+                                                            per_task=max(1, cfg.questioner_per_task // 2),
+                                                            history=True)
+    report["selfplay_probe"] = measure.selfplay_probe(model, tokenizer, sets, per_task=cfg.probe_per_task)
+    report["eval_seconds"] = round(time.time() - t0, 1)
+    return report
+
+
+def run_bootstrap(cfg: BootstrapConfig, command: str = "") -> dict:
+    """Train (unless only measuring), measure, and write ``bootstrap.json`` + ``BOOTSTRAP.md`` into ``cfg.out``."""
+    from spell.bootstrap.report import write_report
+
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    start = time.time()
+    result = {"command": command, "config": dataclasses.asdict(cfg), "torch": torch.__version__}
+    result["training"] = train_policy(cfg, out)
+    result["train_seconds"] = round(time.time() - start, 1)
+    if cfg.eval:
+        result["measurements"] = measure_policy(cfg, out)
+    result["total_seconds"] = round(time.time() - start, 1)
+    write_report(result, out)
+    (out / "bootstrap.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    return result
