@@ -99,7 +99,8 @@ class Trainer:
         # Resuming keeps the steps up to the checkpoint; a fresh run into an old output_dir starts a new file.
         dropped = self.metrics.truncate_after(self.start_step if self.start_step else -1)
         if dropped and not self.start_step:
-            logger.warning("%s/metrics.jsonl held %d lines of an earlier run: started afresh", self.output_dir, dropped)
+            logger.warning("%s/metrics.jsonl held %d lines of an earlier run: started afresh",
+                           self.output_dir, dropped)
         self.ctx = SelfPlayContext(cfg, self.engine, self.tokenizer, self.memory, self.templates, self.rng)
 
     # ---- the loop ------------------------------------------------------------------------------------
