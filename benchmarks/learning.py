@@ -85,8 +85,8 @@ def write_reports(summary: dict, steps: int, name: str = "learning") -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     lines = [f"# Learning benchmark ({steps} steps, seeds {summary['seeds']})", "",
              "| variant | A0 % | A1 % | delta (pts) | ± std | CPU s / run |", "|---|---|---|---|---|---|"]
-    for name, v in summary["variants"].items():
-        lines.append(f"| {name} | {v['a0_mean']} | {v['a1_mean']} | {v['delta_mean']:+} | {v['delta_std']} | "
+    for variant, v in summary["variants"].items():
+        lines.append(f"| {variant} | {v['a0_mean']} | {v['a1_mean']} | {v['delta_mean']:+} | {v['delta_std']} | "
                      f"{v['cpu_s_mean']} |")
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     import matplotlib
