@@ -45,15 +45,16 @@ def config_from_args(args: argparse.Namespace) -> BootstrapConfig:
 
 
 def command_line(cfg: BootstrapConfig) -> str:
-    """The ``spell init-default`` command that rebuilds ``cfg`` (only flags that differ from the defaults).
+    """The ``spell init-default`` command that rebuilds ``cfg``: the flags that differ from the defaults, except
+    ``--out`` (where the result goes does not change it).
 
-    >>> command_line(BootstrapConfig(seed=3, eval=False))
+    >>> command_line(BootstrapConfig(seed=3, eval=False, out="/tmp/x"))
     'spell init-default --seed 3 --no-eval'
     """
     parts = ["spell", "init-default"]
     for spec in dataclasses.fields(BootstrapConfig):
         value = getattr(cfg, spec.name)
-        if value == spec.default:
+        if value == spec.default or spec.name == "out":
             continue
         parts += ["--no-eval"] if spec.name == "eval" else ["--" + spec.name.replace("_", "-"), str(value)]
     return shlex.join(parts)

@@ -9,6 +9,7 @@ a seed, a thread count and a machine type; the last 50 train sets are a validati
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import random
@@ -38,6 +39,7 @@ from spell.prompts import load_templates
 logger = logging.getLogger(__name__)
 
 NUM_VALIDATION_SETS = 50
+NOT_IN_WEIGHTS = ("out", "eval", "eval_samples", "questioner_per_task", "probe_per_task")
 MAX_LEN = 1536
 COPY_ITEMS = 48  # longest random sequence of the copy task
 QA_VERIFIER_SHARE = 0.2  # verifier chats among the stage-2 examples
@@ -152,13 +154,39 @@ def train_policy(cfg: BootstrapConfig, out: Path) -> dict:
         Stage("roles", cfg.roles_steps, cfg.roles_lr, cfg.batch_tokens,
               _roles_source(tokenizer, train, templates), check=check),
     ]
-    reports = {}
-    for stage in stages:
-        reports[stage.name] = run_stage(model, stage, cfg.seed, tokenizer.pad_token_id)
-        logger.info("stage %s done: %s", stage.name, {k: v for k, v in reports[stage.name].items() if k != "checks"})
+    reports = _run_stages(cfg, model, tokenizer, stages)
     save_policy(model, tokenizer, out)
     return {"parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer),
             "stages": reports}
+
+
+def _work_dir(cfg: BootstrapConfig) -> Path:
+    """Where finished stages are kept, keyed by every setting that changes the weights (not out / eval)."""
+    from spell.defaults import cache_root
+
+    key = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_WEIGHTS}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_root() / "bootstrap-work" / digest
+
+
+def _run_stages(cfg: BootstrapConfig, model: Any, tokenizer: Any, stages: list[Stage]) -> dict:
+    """Run the stages; each finished stage's weights and report are kept, so a killed run resumes after the
+    last finished stage with the same result (every stage starts a fresh optimizer and its own seeded data)."""
+    work = _work_dir(cfg)
+    work.mkdir(parents=True, exist_ok=True)
+    reports = {}
+    for stage in stages:
+        saved = work / f"{stage.name}.pt"
+        if saved.is_file():
+            state = torch.load(saved, weights_only=True)
+            model.load_state_dict(state["model"])
+            reports[stage.name] = json.loads(state["report"])
+            logger.info("stage %s: resumed from %s", stage.name, saved)
+            continue
+        reports[stage.name] = run_stage(model, stage, cfg.seed, tokenizer.pad_token_id)
+        torch.save({"model": model.state_dict(), "report": json.dumps(reports[stage.name])}, saved)
+        logger.info("stage %s done: %s", stage.name, {k: v for k, v in reports[stage.name].items() if k != "checks"})
+    return reports
 
 
 def measure_policy(cfg: BootstrapConfig, out: Path) -> dict:

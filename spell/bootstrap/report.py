@@ -81,7 +81,8 @@ def render_report(result: dict) -> str:
         f"{training['parameters']:,} parameters",
         f"- trained on {cfg['num_sets']} train document sets of the world (last 50 held back for validation); "
         "never on held-out sets",
-        f"- wall time: training {result['train_seconds']} s, total {result['total_seconds']} s",
+        f"- wall time: stages {sum(r['seconds'] for r in training['stages'].values()):.0f} s (sum of the stage "
+        f"rows), this invocation {result['total_seconds']} s (training {result['train_seconds']} s)",
         "",
         STAGES_TEXT,
         "",

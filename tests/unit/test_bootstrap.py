@@ -231,3 +231,22 @@ def test_cli_arguments_round_trip():
     assert command_line(cfg) == "spell init-default --seed 3 --hidden 96 --no-eval"
     quick = config_from_args(parser.parse_args(["--quick"]))
     assert quick.copy_steps < 100 and quick.num_sets < 1000
+
+
+def test_finished_stages_are_resumed_exactly(tiny, tmp_path, monkeypatch):
+    from spell.bootstrap.config import BootstrapConfig
+    from spell.bootstrap.pipeline import _run_stages
+
+    monkeypatch.setenv("SPELL_CACHE_DIR", str(tmp_path))
+    model, tokenizer = tiny
+    vocab = SyntheticVocab(3, len(tokenizer), 3, 4, 5)
+    stage = Stage("resume-smoke", steps=1, lr=1e-2, batch_tokens=256, warmup=1,
+                  source=lambda rng: copy_example(rng, vocab, max_items=12))
+    cfg = BootstrapConfig(seed=11)
+    first = _run_stages(cfg, model, tokenizer, [stage])
+    trained = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():  # spoil the weights: a resume must restore the saved ones, not train again
+        for p in model.parameters():
+            p.zero_()
+    assert _run_stages(cfg, model, tokenizer, [stage]) == first
+    assert all(torch.equal(trained[k], v) for k, v in model.state_dict().items())
