@@ -163,6 +163,10 @@ def _parse_mc(question: str, answer: Any, options: Any, raw: str) -> Question | 
         return _bad("MC options must be an object with exactly the keys A, B, C, D", raw)
     if not all(isinstance(text, str) and text.strip() for text in options.values()):
         return _bad("MC options must be non-empty strings", raw)
+    # Deviation: spec §4.1 step 5 - repeated options (compared case- and space-insensitively) are bad_format:
+    # with two identical choices the question has no single right letter and its reward would be noise.
+    if len({" ".join(text.split()).casefold() for text in options.values()}) < len(LETTERS):
+        return _bad("MC options must be four different texts", raw)
     letter = parse_letter(answer)
     if letter is None:
         return _bad("MC answer is not one of A, B, C, D", raw)

@@ -229,11 +229,18 @@ def test_parse_question_mc_valid(answer: str) -> None:
         ("B", {"a": "12", "b": "13", "c": "14", "d": "15"}),  # lower-case keys
         ("B", {**_OPTIONS, "C": ""}),  # empty option
         ("B", {**_OPTIONS, "C": 14}),  # non-string option
+        ("B", {**_OPTIONS, "C": "13"}),  # B and C both "13" (B is " 13 " before stripping)
+        ("B", {**_OPTIONS, "D": "Twelve  Oaks", "A": "twelve oaks"}),  # same text up to case and spaces
     ],
 )
 def test_parse_question_mc_bad_format(answer: object, options: object) -> None:
     result = parse_question(_q(answer=answer, options=options), "doc_mc")
     assert isinstance(result, Rejection) and result.status == "bad_format"
+
+
+def test_parse_question_mc_repeated_option_reason() -> None:
+    result = parse_question(_q(answer="C", options={"A": "1971", "B": "1974", "C": "1971", "D": "1980"}), "doc_mc")
+    assert isinstance(result, Rejection) and "four different" in result.reason
 
 
 # ---------------------------------------------------------------- parse_question: never raises
