@@ -72,6 +72,7 @@ def summarise(per_variant: dict[str, list[dict]], seeds: list[int]) -> dict:
             "delta_std": round(100 * statistics.pstdev([y - x for x, y in zip(a0, a1)]), 2),
             "cpu_s_mean": round(statistics.fmean(r["cpu_s"] for r in runs), 1),
             "final_by_key": {k: pct([r["final"].get(k, float("nan")) for r in runs]) for k in runs[0]["final"]},
+            "initial_by_key": {k: pct([r["initial"].get(k, float("nan")) for r in runs]) for k in runs[0]["initial"]},
             "runs": runs,
         }
     main = out["variants"].get("spell") or next(iter(out["variants"].values()))
@@ -79,15 +80,27 @@ def summarise(per_variant: dict[str, list[dict]], seeds: list[int]) -> dict:
     return out
 
 
+TASK_COLUMNS = ("doc_general_qa", "doc_mc", "docmath_qa")
+
+
+def _task_delta(variant: dict, task: str) -> str:
+    """Mean held-out change of one task in points (``-`` when the runs did not log it)."""
+    key = f"heldout/{task}"
+    before, after = variant.get("initial_by_key", {}).get(key), variant["final_by_key"].get(key)
+    return "-" if before is None or after is None else f"{after - before:+.2f}"
+
+
 def write_reports(summary: dict, steps: int, name: str = "learning") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     summary["steps"] = steps
     (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     lines = [f"# Learning benchmark ({steps} steps, seeds {summary['seeds']})", "",
-             "| variant | A0 % | A1 % | delta (pts) | ± std | CPU s / run |", "|---|---|---|---|---|---|"]
+             "| variant | A0 % | A1 % | delta (pts) | ± std | " + " | ".join(f"{t} delta" for t in TASK_COLUMNS)
+             + " | CPU s / run |", "|---|---|---|---|---|" + "---|" * len(TASK_COLUMNS) + "---|"]
     for variant, v in summary["variants"].items():
+        by_task = [_task_delta(v, task) for task in TASK_COLUMNS]
         lines.append(f"| {variant} | {v['a0_mean']} | {v['a1_mean']} | {v['delta_mean']:+} | {v['delta_std']} | "
-                     f"{v['cpu_s_mean']} |")
+                     + " | ".join(by_task) + f" | {v['cpu_s_mean']} |")
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     import matplotlib
 
