@@ -78,7 +78,8 @@ class Trainer:
         self.ref_model = self._load_reference() if cfg.grpo.kl_coef > 0 else None
         # ``engine_factory(model, tokenizer)`` is injectable for orchestration tests (a scripted fake engine);
         # runs build the configured engine.
-        factory = engine_factory or (lambda model, tokenizer: build_engine(cfg.engine, model, tokenizer))
+        factory = engine_factory or (
+            lambda model, tokenizer: build_engine(cfg.engine, model, tokenizer, seed=cfg.train.seed))
         self.engine = factory(self.model, self.tokenizer)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.grpo.lr, weight_decay=cfg.grpo.weight_decay,
                                            betas=(cfg.grpo.adam_beta1, cfg.grpo.adam_beta2))

@@ -163,7 +163,7 @@ class RoleSample:
     meta: dict = field(default_factory=dict)
 
 
-# ---- configuration choices (used by pure functions, so they live here and not in config.py) ----
+# ---- configuration choices (used by pure functions, so they live here and not in spell/config/) ----
 
 
 class QuestionerRewardMapping(StrEnum):

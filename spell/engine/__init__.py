@@ -18,13 +18,14 @@ if TYPE_CHECKING:
 __all__ = ["Engine", "HFEngine", "build_engine", "encode_chat_prompt"]
 
 
-def build_engine(engine_cfg: EngineConfig, model: Any, tokenizer: Any) -> Engine:
+def build_engine(engine_cfg: EngineConfig, model: Any, tokenizer: Any, seed: int = 0) -> Engine:
     """The generation engine ``engine_cfg.kind`` names, sampling from ``model``.
 
     Args:
         engine_cfg: the ``engine`` config section.
         model: the policy (a transformers causal LM).
         tokenizer: its tokenizer.
+        seed: vLLM's engine seed (the run's ``train.seed``; each request also carries its own seed).
 
     Returns:
         An :class:`Engine`. ``EngineKind.VLLM`` raises ``ImportError`` when vLLM is not installed.
@@ -40,5 +41,6 @@ def build_engine(engine_cfg: EngineConfig, model: Any, tokenizer: Any) -> Engine
                 tokenizer,
                 gpu_memory_utilization=engine_cfg.gpu_memory_utilization,
                 tensor_parallel_size=engine_cfg.tensor_parallel_size,
+                seed=seed,
             )
     raise ValueError(f"unknown engine kind {engine_cfg.kind!r}")

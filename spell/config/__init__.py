@@ -1,0 +1,142 @@
+"""The configuration tree: one root dataclass, YAML presets, ``key=value`` overrides.
+
+Defaults are the paper's / authors' values (spec §8); every field says its meaning, unit and source.
+Loading goes ``structured(SpellConfig) <- preset YAML <- dotlist overrides -> to_object`` so the rest of
+the code only sees real dataclasses. Unknown keys, bad types and cross-field conflicts raise
+:class:`ConfigError` naming the file/key and the fix, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from spell.config.algorithm import (
+    GroundingConfig,
+    GRPOConfig,
+    MemoryConfig,
+    QuestionerConfig,
+    ResponderConfig,
+    RewardsConfig,
+    SamplingConfig,
+    VerifierConfig,
+)
+from spell.config.errors import ConfigError, _fail
+from spell.config.run import (
+    ALL_TASKS,
+    DataConfig,
+    EngineConfig,
+    EvalConfig,
+    LoggingConfig,
+    ModelConfig,
+    TrainConfig,
+)
+from spell.types import EngineKind
+
+__all__ = [
+    "ALL_TASKS", "PRESET_DIR", "ConfigError", "SpellConfig", "config_to_yaml", "load_config", "replace",
+    "resolve_preset", "save_config",
+    "DataConfig",
+    "EngineConfig",
+    "EvalConfig",
+    "GRPOConfig",
+    "GroundingConfig",
+    "LoggingConfig",
+    "MemoryConfig",
+    "ModelConfig",
+    "QuestionerConfig",
+    "ResponderConfig",
+    "RewardsConfig",
+    "SamplingConfig",
+    "TrainConfig",
+    "VerifierConfig",
+]
+
+PRESET_DIR = Path(__file__).parent.parent / "configs"
+
+
+@dataclass
+class SpellConfig:
+    """The root of the configuration tree. See each section's docstring, README and docs/config.md."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    questioner: QuestionerConfig = field(default_factory=QuestionerConfig)
+    grounding: GroundingConfig = field(default_factory=GroundingConfig)
+    responder: ResponderConfig = field(default_factory=ResponderConfig)
+    verifier: VerifierConfig = field(default_factory=VerifierConfig)
+    rewards: RewardsConfig = field(default_factory=RewardsConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    output_dir: str = "runs/spell"
+
+    def __post_init__(self) -> None:
+        if self.engine.kind == EngineKind.VLLM and self.train.device == "cpu":
+            _fail("engine.kind", "vllm", "vLLM needs a GPU; use engine.kind=hf with train.device=cpu")
+        unknown = [t for t in self.verifier.tasks if t not in self.data.tasks]
+        if unknown:
+            _fail("verifier.tasks", self.verifier.tasks, f"{unknown} not in data.tasks={self.data.tasks}")
+
+
+def resolve_preset(name_or_path: str) -> Path:
+    """Find a preset: an existing path, or a packaged name in ``spell/configs`` (``.yaml`` optional)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = PRESET_DIR / (name_or_path if name_or_path.endswith(".yaml") else f"{name_or_path}.yaml")
+    if packaged.is_file():
+        return packaged
+    names = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    raise ConfigError(f"config {name_or_path!r} is neither a file nor a packaged preset; presets: {names}")
+
+
+def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> SpellConfig:
+    """Build the config: defaults <- preset YAML <- ``key=value`` overrides, then validate.
+
+    Raises:
+        ConfigError: unknown key, bad type or value, naming the file or override and the fix.
+    """
+    merged = OmegaConf.structured(SpellConfig)
+    source = "defaults"
+    try:
+        if name_or_path:
+            path = resolve_preset(name_or_path)
+            source = str(path)
+            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        if overrides:
+            bad = [o for o in overrides if "=" not in o]
+            if bad:
+                raise ConfigError(f"override {bad[0]!r} is not key=value (e.g. train.max_steps=2)")
+            source = "command-line overrides"
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        msg = getattr(err, "msg", str(err)).splitlines()[0]
+        raise ConfigError(f"{source}: key {key!r}: {msg}. Run `spell print-config` to see valid keys.") from None
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def config_to_yaml(cfg: SpellConfig) -> str:
+    """The resolved config as YAML (what ``spell print-config`` prints and runs save)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def save_config(cfg: SpellConfig, path: str | Path) -> None:
+    """Write the resolved config to ``path`` (``{output_dir}/config.yaml``)."""
+    Path(path).write_text(config_to_yaml(cfg))
+
+
+def replace(cfg: SpellConfig, **sections: object) -> SpellConfig:
+    """A copy of ``cfg`` with whole sections replaced (re-runs validation)."""
+    return dataclasses.replace(cfg, **sections)

@@ -1,0 +1,177 @@
+"""Run-level config sections: model, engine, data, train, eval, logging (see each docstring)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from spell.config.errors import _fail
+from spell.types import (
+    EngineKind,
+    TaskType,
+    TrainMode,
+)
+
+ALL_TASKS = [TaskType.DOCMATH_QA, TaskType.DOC_GENERAL_QA, TaskType.DOC_MC]
+
+
+@dataclass
+class ModelConfig:
+    """The policy.
+
+    Attributes:
+        path: Hugging Face model folder (``from_pretrained``). ``None`` = the built-in default policy
+            (built and cached on first use).
+        dtype: parameter dtype. ``auto`` = fp32 master weights computed in bf16 under autocast on a
+            bf16-capable GPU (fp32 on CPU), like the authors' FSDP mixed precision; ``float32``;
+            ``bfloat16`` / ``float16`` = pure low-precision weights (AdamW loses small updates).
+        gradient_checkpointing: recompute activations in backward (authors: on). Saves memory, costs time.
+        attn_implementation: passed to ``from_pretrained`` (``sdpa``, ``eager``, ``flash_attention_2``).
+    """
+
+    path: str | None = None
+    dtype: str = "auto"
+    gradient_checkpointing: bool = False
+    attn_implementation: str = "sdpa"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            _fail("model.dtype", self.dtype, "use one of auto, float32, bfloat16, float16")
+
+
+@dataclass
+class EngineConfig:
+    """Generation backend.
+
+    Attributes:
+        kind: ``hf`` (transformers; CPU and GPU) or ``vllm`` (GPU, ``pip install 'spell-rl[vllm]'``).
+        max_batch_prompts: HF engine: prompts generated together in one batch.
+        gpu_memory_utilization: vLLM: fraction of GPU memory for weights + KV cache (authors: 0.7 for 7B).
+        tensor_parallel_size: vLLM tensor parallel degree.
+    """
+
+    kind: EngineKind = EngineKind.HF
+    max_batch_prompts: int = 8
+    gpu_memory_utilization: float = 0.6
+    tensor_parallel_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_batch_prompts < 1:
+            _fail("engine.max_batch_prompts", self.max_batch_prompts, "must be >= 1")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            _fail("engine.gpu_memory_utilization", self.gpu_memory_utilization, "must be in (0, 1]")
+
+
+@dataclass
+class DataConfig:
+    """The corpus of document sets.
+
+    Attributes:
+        train_files: JSONL or Parquet files of document sets (schema in README). Empty = built-in world.
+        tasks: task types to play (spec §2.4). Paper: all three.
+        questions_per_round: questioner prompts per generation round, split equally over ``tasks``
+            (authors: gen_batch_size 480 = 160 per task).
+        max_prompt_tokens: longest questioner or responder prompt in tokens; longer ones are skipped and
+            counted, never truncated (paper 16K; authors 18,000).
+        labelled_files: labelled questions in the evaluation harness's generic JSONL format; read only by
+            ``train.mode=rlvr`` (the baseline), never by SPELL.
+    """
+
+    train_files: list[str] = field(default_factory=list)
+    tasks: list[TaskType] = field(default_factory=lambda: list(ALL_TASKS))
+    questions_per_round: int = 480
+    max_prompt_tokens: int = 16384
+    labelled_files: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            _fail("data.tasks", self.tasks, "list at least one of docmath_qa, doc_general_qa, doc_mc")
+        if len(set(self.tasks)) != len(self.tasks):
+            _fail("data.tasks", self.tasks, "list each task once")
+        if self.questions_per_round < len(self.tasks):
+            _fail("data.questions_per_round", self.questions_per_round, "must be >= the number of tasks")
+        if self.max_prompt_tokens < 16:
+            _fail("data.max_prompt_tokens", self.max_prompt_tokens, "must be >= 16")
+
+
+
+
+@dataclass
+class TrainConfig:
+    """The training loop.
+
+    Attributes:
+        batch_groups: N, responder groups per update (paper 128).
+        max_rounds: generation rounds per step before proceeding with what was collected (authors 10).
+        max_steps: optimizer steps to run (paper figures: about 70).
+        seed: seed for python, numpy and torch RNGs and the samplers.
+        save_every_steps: checkpoint interval (authors 10); the final step is always saved.
+        keep_last_checkpoints: how many checkpoints to keep (older ones are deleted).
+        device: ``auto`` (cuda if available), ``cpu`` or ``cuda``.
+        mode: ``spell`` (self-play) or ``rlvr`` (the paper's baseline: responder-only GRPO on
+            ``data.labelled_files`` with the rule reward; same trainer, update and checkpoints).
+    """
+
+    batch_groups: int = 128
+    max_rounds: int = 10
+    max_steps: int = 70
+    seed: int = 42
+    save_every_steps: int = 10
+    keep_last_checkpoints: int = 3
+    device: str = "auto"
+    mode: TrainMode = TrainMode.SPELL
+
+    def __post_init__(self) -> None:
+        for key in ("batch_groups", "max_rounds", "max_steps", "save_every_steps", "keep_last_checkpoints"):
+            if getattr(self, key) < 1:
+                _fail(f"train.{key}", getattr(self, key), "must be >= 1")
+        if self.device not in ("auto", "cpu", "cuda"):
+            _fail("train.device", self.device, "use auto, cpu or cuda")
+
+
+@dataclass
+class EvalConfig:
+    """Held-out accuracy measured during training (labelled questions never used for training).
+
+    Attributes:
+        heldout_files: generic-format JSONL question files (empty = no evaluation; the built-in default
+            sets the world's held-out set).
+        every_steps: evaluate every k steps (0 = only before the first and after the last step).
+        num_samples: samples per question; the score is their mean (avg@n).
+        temperature: sampling temperature (0 = greedy).
+        max_new_tokens: answer budget.
+        limit: evaluate only the first k questions of each file (0 = all).
+    """
+
+    heldout_files: list[str] = field(default_factory=list)
+    every_steps: int = 0
+    num_samples: int = 1
+    temperature: float = 0.0
+    max_new_tokens: int = 64
+    limit: int = 0
+
+    def __post_init__(self) -> None:
+        if self.every_steps < 0 or self.limit < 0:
+            _fail("eval.every_steps/limit", (self.every_steps, self.limit), "must be >= 0")
+        if self.num_samples < 1 or self.max_new_tokens < 1:
+            _fail("eval.num_samples/max_new_tokens", (self.num_samples, self.max_new_tokens), "must be >= 1")
+        if self.temperature < 0:
+            _fail("eval.temperature", self.temperature, "must be >= 0 (0 = greedy)")
+
+
+@dataclass
+class LoggingConfig:
+    """Metrics and sample dumps.
+
+    Attributes:
+        dump_samples_every: write ``samples/step_XXXXXX.jsonl`` every k steps (0 = never).
+        tensorboard: also log to TensorBoard (``pip install 'spell-rl[tensorboard]'``).
+        wandb: also log to Weights & Biases (``pip install 'spell-rl[wandb]'``).
+        wandb_project: W&B project name.
+        progress: show a rich progress bar.
+    """
+
+    dump_samples_every: int = 1
+    tensorboard: bool = False
+    wandb: bool = False
+    wandb_project: str = "spell-rl"
+    progress: bool = True
