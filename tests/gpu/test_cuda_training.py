@@ -28,7 +28,6 @@ from spell.engine import HFEngine, encode_chat_prompt  # noqa: E402
 from spell.engine.hf import resolve_eos_ids  # noqa: E402
 from spell.tiny import build_tiny_model, build_tiny_tokenizer  # noqa: E402
 from spell.types import SamplingParams  # noqa: E402
-from tests.integration.test_selfplay_step import DOCSETS  # noqa: E402
 from tests.integration.test_trainer import make_cfg, make_trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,14 +82,6 @@ def test_hf_engine_seeded_sampling_on_cuda_is_reproducible(engine_setup):
 
 
 # ---- 2-3. the trainer on CUDA ------------------------------------------------------------------------
-@pytest.fixture()
-def corpus(tmp_path):
-    path = tmp_path / "corpus.jsonl"
-    path.write_text("".join(json.dumps({"id": d.id, "documents": list(d.documents), "task": "doc_general_qa"}) + "\n"
-                            for d in DOCSETS))
-    return path
-
-
 def cuda_cfg(corpus, policy_dir, out, *extra):
     # tiny_cpu sets train.device=cpu; model.dtype stays auto = fp32 parameters, bf16 autocast on a bf16 GPU
     return make_cfg(corpus, policy_dir, out, "train.device=cuda", *extra)
