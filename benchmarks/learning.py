@@ -50,7 +50,7 @@ def run_variant(name: str, seed: int, steps: int, out_root: Path, extra: list[st
     evaluated = [r for r in rows if r.get("heldout/accuracy") is not None]
     first, last = evaluated[0], evaluated[-1]
     return {
-        "a0": first["heldout/accuracy"], "a1": last["heldout/accuracy"],
+        "seed": seed, "a0": first["heldout/accuracy"], "a1": last["heldout/accuracy"],
         "final": {k: v for k, v in last.items() if k.startswith("heldout/")},
         "initial": {k: v for k, v in first.items() if k.startswith("heldout/")},
         "cpu_s": time.process_time() - start, "wall_s": time.perf_counter() - wall,
@@ -132,8 +132,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.merge:
         parts = [json.loads(path.read_text()) for path in args.merge]
-        per_variant = {n: v["runs"] for part in parts for n, v in part["variants"].items()}
-        summary = summarise(per_variant, parts[0]["seeds"])
+        per_variant: dict[str, list[dict]] = {}
+        for part in parts:  # parts may split by variant, by seed or both
+            for name, variant in part["variants"].items():
+                per_variant.setdefault(name, []).extend(variant["runs"])
+        for runs in per_variant.values():
+            runs.sort(key=lambda run: run.get("seed", 0))
+        per_variant = {name: per_variant[name] for name in VARIANTS if name in per_variant}
+        seeds = sorted({seed for part in parts for seed in part["seeds"]})
+        summary = summarise(per_variant, seeds)
         write_reports(summary, parts[0]["steps"], args.name)
         print(f"learning: A0={summary['a0_mean']} A1={summary['a1_mean']} delta={summary['delta_mean']}")
         return
