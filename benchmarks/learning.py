@@ -80,6 +80,18 @@ def summarise(per_variant: dict[str, list[dict]], seeds: list[int]) -> dict:
     return out
 
 
+def merge_parts(parts: list[dict]) -> dict:
+    """One summary from partial results split by variant, by seed or both (runs ordered by seed)."""
+    per_variant: dict[str, list[dict]] = {}
+    for part in parts:
+        for name, variant in part["variants"].items():
+            per_variant.setdefault(name, []).extend(variant["runs"])
+    for runs in per_variant.values():
+        runs.sort(key=lambda run: run.get("seed", 0))
+    ordered = {name: per_variant[name] for name in [*VARIANTS, *sorted(per_variant)] if name in per_variant}
+    return summarise(ordered, sorted({seed for part in parts for seed in part["seeds"]}))
+
+
 TASK_COLUMNS = ("doc_general_qa", "doc_mc", "docmath_qa")
 
 
@@ -132,15 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.merge:
         parts = [json.loads(path.read_text()) for path in args.merge]
-        per_variant: dict[str, list[dict]] = {}
-        for part in parts:  # parts may split by variant, by seed or both
-            for name, variant in part["variants"].items():
-                per_variant.setdefault(name, []).extend(variant["runs"])
-        for runs in per_variant.values():
-            runs.sort(key=lambda run: run.get("seed", 0))
-        per_variant = {name: per_variant[name] for name in VARIANTS if name in per_variant}
-        seeds = sorted({seed for part in parts for seed in part["seeds"]})
-        summary = summarise(per_variant, seeds)
+        summary = merge_parts(parts)
         write_reports(summary, parts[0]["steps"], args.name)
         print(f"learning: A0={summary['a0_mean']} A1={summary['a1_mean']} delta={summary['delta_mean']}")
         return

@@ -1,0 +1,46 @@
+"""Tests for benchmarks/learning.py's bookkeeping: merging per-seed parts and the per-task deltas."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "learning.py"
+
+
+@pytest.fixture(scope="module")
+def learning():
+    spec = importlib.util.spec_from_file_location("learning_benchmark", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(seed, a0, a1, mc0, mc1):
+    return {"seed": seed, "a0": a0, "a1": a1, "cpu_s": 10.0 * (seed + 1),
+            "initial": {"heldout/accuracy": a0, "heldout/doc_mc": mc0},
+            "final": {"heldout/accuracy": a1, "heldout/doc_mc": mc1}}
+
+
+def test_merge_per_seed_parts_keeps_every_run_in_seed_order(learning):
+    parts = [learning.summarise({name: [_run(seed, *values)]}, [seed])
+             for name, seed, values in [("rlvr", 2, (0.2, 0.5, 0.3, 0.3)), ("spell", 1, (0.2, 0.4, 0.2, 0.4)),
+                                        ("spell", 0, (0.2, 0.3, 0.2, 0.1))]]
+    merged = learning.merge_parts(parts)
+    assert merged["seeds"] == [0, 1, 2]
+    assert list(merged["variants"]) == ["spell", "rlvr"]  # VARIANTS order, not file order
+    spell = merged["variants"]["spell"]
+    assert spell["a1"] == [30.0, 40.0]  # seed 0 first although its part came last
+    assert spell["delta_mean"] == 15.0  # mean(30, 40) - mean(20, 20) = 35 - 20
+    assert spell["delta_std"] == 5.0  # pstdev(10, 20)
+    assert spell["cpu_s_mean"] == 15.0  # mean(10, 20)
+    assert merged["delta_mean"] == 15.0  # the headline is full SPELL's
+
+
+def test_task_delta_in_points(learning):
+    summary = learning.summarise({"spell": [_run(0, 0.2, 0.3, 0.25, 0.5), _run(1, 0.2, 0.3, 0.25, 0.0)]}, [0, 1])
+    variant = summary["variants"]["spell"]
+    assert learning._task_delta(variant, "doc_mc") == "+0.00"  # mean(50, 0) - 25
+    assert learning._task_delta(variant, "docmath_qa") == "-"  # not logged
