@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from spell.bootstrap.transcripts import TASKS, memory_example, pick_item
+from spell.bootstrap.transcripts import QUESTIONER_NUM_DOCS, TASKS, memory_example, pick_item
 from spell.bootstrap.worldqa import WorldSet
 from spell.engine.base import encode_chat_prompt
 from spell.engine.hf import HFEngine
@@ -123,7 +123,7 @@ def questioner_rates(model: Any, tokenizer: Any, sets: Sequence[WorldSet], templ
     for task in TASKS:
         for ws in rng.sample(list(sets), per_task):
             n = len(ws.documents)
-            evidence = sorted(rng.sample(range(n), min(3, n)))
+            evidence = sorted(rng.sample(range(n), min(QUESTIONER_NUM_DOCS, n)))
             examples: list[MemoryExample] = []
             if history:
                 for _ in range(rng.randint(1, 2)):

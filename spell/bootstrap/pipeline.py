@@ -201,7 +201,7 @@ def measure_policy(cfg: BootstrapConfig, out: Path) -> dict:
     templates = load_templates(None)
     sets = train_sets(cfg.world_seed, 300)  # the self-play corpus (train.jsonl) of the built-in world
     with tempfile.TemporaryDirectory() as tmp:
-        heldout = str(build_world(tmp, seed=cfg.world_seed).heldout)
+        heldout = str(build_world(tmp, seed=cfg.world_seed, num_train_sets=0).heldout)  # held-out split only
         greedy = measure.heldout_accuracy(model, tokenizer, heldout, templates, temperature=0.0, n=1)
         sampled = measure.heldout_accuracy(model, tokenizer, heldout, templates, temperature=0.7,
                                            n=cfg.eval_samples, seed=cfg.seed)

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 
 from spell.bootstrap.synthetic import Example
 from spell.bootstrap.transcripts import Transcript
+from spell.tiny import IM_END, IM_START
 
 logger = logging.getLogger(__name__)
 
-IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 POOL_SIZE = 96  # examples sorted by length together, so a batch pads little
 
 
@@ -40,6 +40,7 @@ def encode_transcript(tokenizer: Any, transcript: Transcript, max_len: int | Non
         The example, or None if it is longer than ``max_len``.
     """
     im_end = tokenizer.convert_tokens_to_ids(IM_END)
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
     ids: list[int] = []
     mask: list[int] = []
     messages = transcript.messages
@@ -53,7 +54,6 @@ def encode_transcript(tokenizer: Any, transcript: Transcript, max_len: int | Non
             mask += [0] * len(piece)
         else:
             piece = tokenizer(content, add_special_tokens=False)["input_ids"] + [im_end]
-            newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
             ids += piece + newline
             mask += [1] * len(piece) + [0] * len(newline)
     if max_len is not None and len(ids) > max_len:

@@ -16,7 +16,6 @@ from spell.bootstrap.worldqa import (
     QAItem,
     WorldSet,
     distractors,
-    evaluate_expression,
     fact_questions,
     kind_question,
     kinds_for,
@@ -26,11 +25,12 @@ from spell.prompts import Templates, join_documents
 from spell.prompts.questioner import MC_LETTERS, render_questioner_prompt
 from spell.prompts.responder import render_responder_prompt
 from spell.prompts.verifier import render_verifier_prompt
+from spell.tasks.arith import safe_eval
 from spell.tasks.doc_mc import format_mc_question
 from spell.tasks.docmath import format_number
 from spell.types import MemoryExample, Question
+from spell.world.build import TASKS
 
-TASKS = ("docmath_qa", "doc_general_qa", "doc_mc")
 QUESTIONER_NUM_DOCS = 3  # the builtin preset's questioner.num_docs
 YES, NO = "Decision: [[YES]]", "Decision: [[NO]]"
 
@@ -133,9 +133,9 @@ def questioner_transcript(ws: WorldSet, task: str, templates: Templates, rng: ra
 
 def _wrong_number(item: QAItem, ws: WorldSet, rng: random.Random) -> str:
     """A DocMath prediction that does not match ``item``: another question's expression or a shifted value."""
-    value = evaluate_expression(item.answer) or 0.0
+    value = safe_eval(item.answer) or 0.0
     others = [i.answer for i in one_hop_items(ws, "docmath_qa", tuple(range(len(ws.documents))), rng)]
-    others = [e for e in others if abs((evaluate_expression(e) or 0.0) - value) > 0.01 * abs(value) + 0.01]
+    others = [e for e in others if abs((safe_eval(e) or 0.0) - value) > 0.01 * abs(value) + 0.01]
     if others and rng.random() < 0.7:
         return rng.choice(others)
     return format_number(round(value * rng.choice((0.5, 0.9, 1.1, 2.0)) + rng.choice((-3, 1, 7)), 2))

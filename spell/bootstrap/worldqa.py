@@ -16,11 +16,8 @@ from spell.tasks.docmath import format_number
 from spell.world.build import _build_split  # the world's own split builder: the same sets as train.jsonl
 from spell.world.entities import HOBBIES, SECTORS, SetPlan
 from spell.world.kinds import QuestionKind
-from spell.world.questions import available_kinds
+from spell.world.questions import LETTERS, YEAR_OFFSETS, available_kinds
 from spell.world.render import DOC_KINDS, Fact
-
-LETTERS = ("A", "B", "C", "D")
-YEAR_OFFSETS = (-6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6)
 
 # relation -> (task, answer type, phrasings); {s} = the fact's subject, {y} = its table year.
 RELATION_QUESTIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -92,14 +89,6 @@ def train_sets(seed: int, count: int, docs_per_set: int = 5) -> list[WorldSet]:
     built, _ = _build_split("train", count, seed, DOC_KINDS[:docs_per_set], None, True)
     return [WorldSet(b.plan.set_id, b.plan, tuple(b.kinds), tuple(b.documents), tuple(b.facts)) for b in built]
 
-
-def evaluate_expression(expression: str) -> float | None:
-    """The value of a DocMath answer expression (the project's AST-whitelist evaluator).
-
-    >>> evaluate_expression("(46.4-42.6)/(42.6/100)") is not None, evaluate_expression("2+3")
-    (True, 5.0)
-    """
-    return safe_eval(expression)
 
 
 def distractors(ws: WorldSet, answer_type: str, answer: str, rng: random.Random) -> list[str]:
@@ -212,7 +201,7 @@ def kind_question(ws: WorldSet, task: str, kind: QuestionKind, rng: random.Rando
     docs = tuple(sorted(ws.kinds.index(d) for d in kind.docs))
     if task == "docmath_qa":
         expression = kind_expression(kind.name, ws.plan, args)
-        reference = format_number(evaluate_expression(expression))
+        reference = format_number(safe_eval(expression))
         return QAItem(task, question, expression, reference, kind.hops, docs, kind.name)
     item = QAItem("doc_general_qa", question, str(value), str(value), kind.hops, docs, kind.name)
     if task == "doc_mc":

@@ -33,7 +33,6 @@ from spell.bootstrap.transcripts import (
     verifier_transcript,
 )
 from spell.bootstrap.worldqa import (
-    evaluate_expression,
     fact_questions,
     kind_expression,
     kind_question,
@@ -44,6 +43,7 @@ from spell.engine.base import encode_chat_prompt
 from spell.parsing import parse_question, parse_verdict
 from spell.prompts import load_templates
 from spell.tasks import rule_score
+from spell.tasks.arith import safe_eval
 from spell.tasks.docmath import numbers_match
 from spell.types import Question
 
@@ -107,12 +107,12 @@ def test_kind_expressions_recompute_the_world_answers(sets):
             _, value, args = kind.build(ws.plan, random.Random(5))
             expression = kind_expression(kind.name, ws.plan, args)
             # the world rounds to 2 decimals; the expression is exact
-            assert round(evaluate_expression(expression), 2) == pytest.approx(value, abs=1e-9), (kind.name, expression)
+            assert round(safe_eval(expression), 2) == pytest.approx(value, abs=1e-9), (kind.name, expression)
 
 
 def test_revenue_growth_expression_is_hand_checked():
     # (46.4 - 42.6) / (42.6 / 100) = 3.8 / 0.426 = 8.9202...
-    assert evaluate_expression("(46.4-42.6)/(42.6/100)") == pytest.approx(8.920187793)
+    assert safe_eval("(46.4-42.6)/(42.6/100)") == pytest.approx(8.920187793)
 
 
 def _items(ws, rng):
@@ -129,7 +129,7 @@ def test_questioner_targets_parse_to_the_world_answer(sets):
             parsed = parse_question(questioner_target(item), item.task)
             assert isinstance(parsed, Question), (item, parsed)
             if item.task == "docmath_qa":
-                assert numbers_match(float(parsed.answer), evaluate_expression(item.answer))
+                assert numbers_match(float(parsed.answer), safe_eval(item.answer))
             elif item.task == "doc_mc":
                 assert parsed.answer == item.reference and dict(parsed.options)[parsed.answer] == item.answer
             else:
@@ -153,7 +153,7 @@ def test_verifier_pairs_match_their_label(sets, agree):
         for item in _items(ws, rng)[::3]:
             predicted, reference = verifier_pair(item, ws, rng, agree)
             if item.task == "docmath_qa":
-                same = numbers_match(evaluate_expression(predicted), float(reference))
+                same = numbers_match(safe_eval(predicted), float(reference))
             else:
                 same = predicted.lower() == reference.lower()
             assert same == agree, (item, predicted, reference)
