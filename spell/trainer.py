@@ -98,7 +98,7 @@ class Trainer:
         self.metrics = MetricLogger(self.output_dir, tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
                                     wandb_project=cfg.logging.wandb_project, config=None, enabled=self.dist.is_main)
         # Resuming keeps the steps up to the checkpoint; a fresh run into an old output_dir starts a new file.
-        dropped = self.metrics.truncate_after(self.start_step if self.start_step else -1)
+        dropped = self.metrics.truncate_after(self.start_step or -1)
         if dropped and not self.start_step:
             logger.warning("%s/metrics.jsonl held %d lines of an earlier run: started afresh",
                            self.output_dir, dropped)
