@@ -33,8 +33,8 @@ RESULTS = Path(__file__).parent / "results"
 
 def run_variant(name: str, seed: int, steps: int, out_root: Path, extra: list[str]) -> dict:
     """Train one variant from the built-in policy; returns A0, A1 (fractions), per-task finals and timing."""
+    from spell.builtin.defaults import apply_builtin_defaults
     from spell.config import load_config
-    from spell.defaults import apply_builtin_defaults
     from spell.report import read_metrics
     from spell.trainer import Trainer
 
@@ -148,7 +148,7 @@ def main() -> None:
         write_reports(summary, parts[0]["steps"], args.name)
         print(f"learning: A0={summary['a0_mean']} A1={summary['a1_mean']} delta={summary['delta_mean']}")
         return
-    from spell.metrics import setup_logging
+    from spell.rl.metrics import setup_logging
 
     setup_logging(level="WARNING")
     per_variant: dict[str, list[dict]] = {name: [] for name in args.variants}

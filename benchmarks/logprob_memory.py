@@ -3,7 +3,7 @@
 Variants, each in a fresh subprocess so one cannot inherit the other's allocator state:
   full     model(...).logits for all L positions -> log_softmax -> gather (what a naive trainer does)
   sliced   LM head only at the completion positions, in one piece, no recompute
-  chunked  spell.policy.sequence_logprobs: completion positions in chunks (one run per --chunk-tokens value),
+  chunked  spell.rl.policy.sequence_logprobs: completion positions in chunks (one run per --chunk-tokens value),
            each chunk's logits recomputed in backward
 Memory is the peak RSS growth during the step on CPU (ru_maxrss), or torch.cuda.max_memory_allocated growth
 on GPU. The decoder is tiny (hidden 64) so the LM head dominates, as it does for long sequences of real models.
@@ -71,7 +71,7 @@ def _build(args: argparse.Namespace, torch):
 
 def _step(variant: str, args: argparse.Namespace, model, input_ids, attention_mask, completion_mask, torch):
     """One forward + backward of the summed completion log-probs."""
-    from spell.policy import sequence_logprobs
+    from spell.rl.policy import sequence_logprobs
 
     scored = completion_mask[:, 1:]
     if variant == "chunked":

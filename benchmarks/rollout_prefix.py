@@ -2,7 +2,7 @@
 
 Variants, all in this process on the same ~5M-param random Qwen2 (vocab 1,024), eos ignored so every
 sample has exactly --new-tokens tokens:
-  shared     spell.engine.HFEngine (default): prefill the prompt once, repeat its KV cache n times, decode
+  shared     spell.rl.engine.HFEngine (default): prefill the prompt once, repeat its KV cache n times, decode
   repeated   HFEngine(share_prompt_kv=False): the prompt n times in the batch, same decode loop
   generate   transformers model.generate(num_return_sequences=n, do_sample=True)
 Reported: seconds (best of --repeats) and new tokens per second per variant, and the speed-up of shared.
@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_policy(args: argparse.Namespace):
     """A random tiny Qwen2 and its BPE tokenizer (vocab 1,024), built offline."""
-    from spell.tiny import build_tiny_model, build_tiny_tokenizer  # after main() made spell importable
+    from spell.builtin.tiny import build_tiny_model, build_tiny_tokenizer  # after main() made spell importable
 
     rng = random.Random(0)  # pseudo-words from syllables: enough distinct merges for a 1,024-token vocabulary
     syllables = [a + b for a in "bdfgklmnprstvz" for b in "aeiou"]
@@ -66,7 +66,7 @@ def build_policy(args: argparse.Namespace):
 
 def run_variant(variant: str, model, tokenizer, prompt: list[int], args: argparse.Namespace) -> float:
     """Seconds for one rollout of n samples of ``prompt``."""
-    from spell.engine.hf import HFEngine
+    from spell.rl.engine.hf import HFEngine
     from spell.types import SamplingParams
 
     start = time.perf_counter()

@@ -3,7 +3,7 @@
 ``spell train [--config NAME|PATH] [key=value ...]``; with neither ``--config`` nor ``model.path`` given it
 runs the built-in CPU default (preset ``builtin``). ``spell train --resume DIR`` continues a run from its
 latest checkpoint with the run's saved config. Data-parallel runs use the standard launcher:
-``torchrun --nproc_per_node N -m spell.cli train ...`` (see :mod:`spell.distributed`). The one top-level error
+``torchrun --nproc_per_node N -m spell.cli train ...`` (see :mod:`spell.rl.distributed`). The one top-level error
 handler lives here: user errors (config, data, missing files) print one clear line and exit 2; anything else
 is a real bug and re-raises.
 """
@@ -47,8 +47,8 @@ def _resolve_config(args: argparse.Namespace) -> SpellConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from spell import distributed
-    from spell.defaults import apply_builtin_defaults
+    from spell.builtin.defaults import apply_builtin_defaults
+    from spell.rl import distributed
     from spell.trainer import Trainer
 
     cfg = _resolve_config(args)
@@ -87,13 +87,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_init_default(args: argparse.Namespace) -> int:
-    from spell.bootstrap.cli import run_init_default
+    from spell.builtin.bootstrap.cli import run_init_default
 
     return run_init_default(args)
 
 
 def cmd_world_build(args: argparse.Namespace) -> int:
-    from spell.world import run_world_build
+    from spell.builtin.world import run_world_build
 
     return run_world_build(args)
 
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_eval)
 
     init = sub.add_parser("init-default", help="rebuild the built-in tiny policy (one-time CPU job, not for CI)")
-    from spell.bootstrap.cli import add_init_default_arguments
+    from spell.builtin.bootstrap.cli import add_init_default_arguments
 
     add_init_default_arguments(init)
     init.set_defaults(func=cmd_init_default)
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     world = sub.add_parser("world", help="the built-in verifiable document world")
     world_sub = world.add_subparsers(dest="world_command", required=True)
     world_build = world_sub.add_parser("build", help="generate the world corpus and held-out questions")
-    from spell.world import add_world_arguments
+    from spell.builtin.world import add_world_arguments
 
     add_world_arguments(world_build)
     world_build.set_defaults(func=cmd_world_build)
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from spell.metrics import setup_logging
+    from spell.rl.metrics import setup_logging
 
     setup_logging(rank=int(os.environ.get("RANK", "0")), level=args.log_level)
     try:

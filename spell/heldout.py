@@ -12,10 +12,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from spell.config import EvalConfig
-from spell.engine.base import Engine
 from spell.evaluate.formats import EvalItem, load_generic
 from spell.evaluate.runner import prepare_prompt, score_response
 from spell.prompts import Templates
+from spell.rl.engine.base import Engine
 from spell.types import SamplingParams
 
 

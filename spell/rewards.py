@@ -22,6 +22,18 @@ def _as_verdict(vote: Verdict | str) -> Verdict:
     return Verdict(str(vote).strip().lower())
 
 
+def has_reward_variance(rewards: Sequence[float]) -> bool:
+    """True when a group's rewards differ, i.e. the group carries a learning signal (sample std > 0).
+
+    The one definition of "zero reward variance" (spec §3 step 9): fewer than two rewards, or all equal, is
+    none. ``max > min`` is exactly "std > 0" for finite values, without round-off in a computed std.
+
+    >>> has_reward_variance([1.0, 0.0]), has_reward_variance([1.0, 1.0]), has_reward_variance([0.5])
+    (True, False, False)
+    """
+    return len(rewards) >= 2 and max(rewards) > min(rewards)
+
+
 def majority_vote(votes: Sequence[Verdict | str], rule: MajorityRule | str = "strict") -> Verdict:
     """Combine the G_v verdicts on one responder answer into one verdict (Eq. 4, spec §5.1).
 

@@ -14,7 +14,8 @@ from spell.advantages import assign_advantages
 from spell.data import TaskBalancedSampler
 from spell.evaluate.formats import EvalItem, load_generic
 from spell.experience import Experience, draw_round, responder_samples, rollout_metrics
-from spell.metrics import stage_timer
+from spell.rewards import has_reward_variance
+from spell.rl.metrics import stage_timer
 from spell.selfplay import QuestionRecord, SelfPlayContext, generate_responses
 from spell.tasks import rule_score
 from spell.tasks.doc_mc import format_mc_question
@@ -59,7 +60,7 @@ def collect_rlvr_experience(ctx: SelfPlayContext, sampler: TaskBalancedSampler,
             record.rule_scores = [max(rule_score(record.docset.task, c.text, g) for g in golds)
                                   for c in record.responses]
             record.rewards = list(record.rule_scores)
-            if max(record.rewards) == min(record.rewards):
+            if not has_reward_variance(record.rewards):
                 record.status, record.reason = QuestionStatus.ZERO_VARIANCE, f"all rewards {record.rewards[0]:g}"
         num_rounds += 1
         records.extend(batch)

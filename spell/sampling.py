@@ -17,31 +17,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def split_by_variance(groups: Mapping[str, Sequence[float]]) -> tuple[list[str], list[str]]:
-    """Split responder groups into trainable ones (sample std > 0) and zero-variance ones (spec §3 step 9).
-
-    A group with fewer than two rewards has no sample std and counts as zero-variance.
-
-    Args:
-        groups: group id -> the G combined responder rewards of that group.
-
-    Returns:
-        ``(kept_ids, zero_variance_ids)``, each in the input order.
-
-    Example:
-        >>> split_by_variance({"a": [1.0, 0.0], "b": [1.0, 1.0]})
-        (['a'], ['b'])
-    """
-    kept, zero_variance = [], []
-    for group_id, rewards in groups.items():
-        # max > min is exactly "sample std > 0" for finite values, without float round-off in the std.
-        if len(rewards) >= 2 and max(rewards) > min(rewards):
-            kept.append(group_id)
-        else:
-            zero_variance.append(group_id)
-    return kept, zero_variance
-
-
 def draw_questioner_negatives(
     good_counts: Mapping[str, int],
     pool: Mapping[str, Sequence[T]],

@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spell.config import SpellConfig
-from spell.engine.base import Engine, encode_chat_prompt
 from spell.memory import HistoryMemory
-from spell.metrics import stage_timer
 from spell.parsing import parse_question, parse_verdict
 from spell.prompts import Templates, join_documents
 from spell.prompts.questioner import draw_target_letter_for, render_questioner_prompt
 from spell.prompts.responder import EMPTY_CONTEXT, render_responder_prompt
 from spell.prompts.verifier import render_verifier_prompt
-from spell.rewards import majority_vote, questioner_reward, responder_reward, verifier_rewards
+from spell.rewards import has_reward_variance, majority_vote, questioner_reward, responder_reward, verifier_rewards
+from spell.rl.engine.base import Engine, encode_chat_prompt
+from spell.rl.metrics import stage_timer
 from spell.tasks import extract_prediction, rule_score
 from spell.types import (
     Completion,
@@ -211,7 +211,7 @@ def score_records(records: list[QuestionRecord], cfg: SpellConfig) -> None:
                                  for v in (record.votes or [[] for _ in record.responses])]
             record.rewards = [responder_reward(rule, maj, cfg.rewards.combine)
                               for rule, maj in zip(record.rule_scores, record.majorities, strict=True)]
-            if statistics.pstdev(record.rewards) == 0:
+            if not has_reward_variance(record.rewards):
                 record.status, record.reason = QuestionStatus.ZERO_VARIANCE, f"all rewards {record.rewards[0]:g}"
         if record.status != QuestionStatus.DROPPED:
             record.questioner_reward = questioner_reward(

@@ -5,7 +5,7 @@ followed by ONE optimizer step over the mixed batch of all roles (Eq. 10). Stric
 "old" log-probs are the current ones detached (ratio 1, clip inert). Micro-batches are packed by token
 budget and their losses are normalised by the whole batch's token count, so gradient accumulation gives
 exactly the token-mean over the batch. Everything needed to continue exactly is checkpointed.
-Under ``torchrun`` every rank runs this loop on its own shard (see :mod:`spell.distributed`): token counts and
+Under ``torchrun`` every rank runs this loop on its own shard (see :mod:`spell.rl.distributed`): token counts and
 gradients are summed over ranks before the one optimizer step; rank 0 alone logs and writes checkpoints.
 """
 
@@ -21,17 +21,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from spell import distributed
-from spell.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
-from spell.config import ConfigError, SpellConfig, config_to_yaml
+from spell.config import ConfigError, SpellConfig, config_to_dict, config_to_yaml
 from spell.data import TaskBalancedSampler, load_docsets
-from spell.engine import Engine, build_engine
 from spell.experience import SUMMED_METRICS, collect_experience, sample_dump
 from spell.heldout import heldout_metrics, load_heldout
-from spell.losses import grpo_loss
 from spell.memory import HistoryMemory
-from spell.metrics import MetricLogger, dump_samples, pop_timings, progress, stage_timer
-from spell.policy import autocast_dtype, collate, load_policy, pack_micro_batches, resolve_device, sequence_logprobs
+from spell.rl import distributed
+from spell.rl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from spell.rl.engine import Engine, build_engine
+from spell.rl.losses import grpo_loss
+from spell.rl.metrics import MetricLogger, dump_samples, pop_timings, progress, stage_timer
+from spell.rl.policy import autocast_dtype, collate, load_policy, pack_micro_batches, resolve_device, sequence_logprobs
 from spell.rlvr import collect_rlvr_experience, load_labelled
 from spell.selfplay import SelfPlayContext
 from spell.types import EngineKind, Role, RoleSample, TrainMode
@@ -55,12 +55,29 @@ class Trainer:
         self.dist = distributed.dist_info()  # torchrun rank / world size; a single process unless a group is set up
         self.output_dir = Path(cfg.output_dir)
         self.start_step = 0
-        seed = cfg.train.seed + self.dist.rank  # ranks sample differently; one process is unchanged
-        seed_everything(seed)
+        self.seed = cfg.train.seed + self.dist.rank  # ranks sample differently; one process is unchanged
+        seed_everything(self.seed)
+        # The order matters: (1) data and templates are cheap and fail fast, before minutes of model loading;
+        # (2) the model is loaded and wrapped (sharded) before (3) the optimizer, which must hold the final
+        # (sharded) parameters; (4) the engine samples from the wrapped model; (5) the self-play state and a
+        # resumed checkpoint need all of the above; (6) logging goes last, when the start step is known.
+        self._setup_data(engine_factory)
+        self._setup_model()
+        self._setup_optimizer()
+        self._setup_engine(engine_factory)
+        self._setup_selfplay_state()
+        if resume_from is not None:
+            self._restore(Path(resume_from))
+        self._setup_logging()
+        self.ctx = SelfPlayContext(cfg, self.engine, self.tokenizer, self.memory, self.templates, self.rng)
+
+    # ---- setup, in the order __init__ runs it ---------------------------------------------------------
+    def _setup_data(self, engine_factory: Callable | None) -> None:
+        """Corpus (or labelled questions), held-out set, templates and the model folder: checked, not loaded."""
+        cfg = self.cfg
         if self.dist.enabled and engine_factory is None and cfg.engine.kind == EngineKind.VLLM:
             raise ConfigError("engine.kind=vllm is not supported under torchrun yet (vLLM would join torchrun's "
                               "process group). Fix: engine.kind=hf for multi-rank runs, or run one process")
-        # Cheap checks first: bad data or templates fail before a model is loaded.
         self.labelled = None
         if cfg.train.mode == TrainMode.RLVR:  # the baseline trains on labelled questions, never on raw docsets
             self.docsets, self.labelled = load_labelled(cfg.data.labelled_files, cfg.data.tasks)
@@ -70,39 +87,55 @@ class Trainer:
         self.heldout = heldout if self.dist.is_main else []
         self.templates = load_templates_checked(cfg.questioner.template_dir)
         check_model_folder(cfg.model.path)
-        self.device = resolve_device(cfg.train.device)
-        self.autocast = autocast_dtype(cfg.model.dtype, self.device)  # bf16 compute, fp32 master weights on GPU
-        self.model, self.tokenizer = load_policy(cfg.model, self.device)
+
+    def _setup_model(self) -> None:
+        """The policy (identical on every rank) and, with a KL term, the frozen reference."""
+        self.device = resolve_device(self.cfg.train.device)
+        self.autocast = autocast_dtype(self.cfg.model.dtype, self.device)  # bf16 compute, fp32 master weights
+        self.model, self.tokenizer = load_policy(self.cfg.model, self.device)
         distributed.broadcast_parameters(self.model)
         self.model.train()
-        self.ref_model = self._load_reference() if cfg.grpo.kl_coef > 0 else None
-        # ``engine_factory(model, tokenizer)`` is injectable for orchestration tests (a scripted fake engine);
-        # runs build the configured engine.
+        self.ref_model = self._load_reference() if self.cfg.grpo.kl_coef > 0 else None
+
+    def _setup_optimizer(self) -> None:
+        """AdamW over the trainable parameters, with a linear warm-up schedule."""
+        grpo = self.cfg.grpo
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=grpo.lr, weight_decay=grpo.weight_decay,
+                                           betas=(grpo.adam_beta1, grpo.adam_beta2))
+        warmup = grpo.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0)
+
+    def _setup_engine(self, engine_factory: Callable | None) -> None:
+        """The generation engine. ``engine_factory(model, tokenizer)`` is injectable for orchestration tests
+        (a scripted fake engine); runs build the configured engine."""
+        cfg = self.cfg
         factory = engine_factory or (
             lambda model, tokenizer: build_engine(cfg.engine, model, tokenizer, seed=cfg.train.seed))
         self.engine = factory(self.model, self.tokenizer)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.grpo.lr, weight_decay=cfg.grpo.weight_decay,
-                                           betas=(cfg.grpo.adam_beta1, cfg.grpo.adam_beta2))
-        warmup = cfg.grpo.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0)
+
+    def _setup_selfplay_state(self) -> None:
+        """History memory, this rank's document-set sampler and the self-play RNG."""
+        cfg = self.cfg
         self.memory = HistoryMemory(cfg.memory.size, cfg.memory.admission, cfg.memory.dedup)
         shard = distributed.shard_docsets(self.docsets, cfg.data.tasks, self.dist.rank, self.dist.world_size)
-        self.sampler = TaskBalancedSampler(shard, cfg.data.tasks, seed=seed)
-        self.rng = random.Random(f"{seed}/selfplay")  # a stream distinct from the sampler's
-        if resume_from is not None:
-            self._restore(Path(resume_from))
+        self.sampler = TaskBalancedSampler(shard, cfg.data.tasks, seed=self.seed)
+        self.rng = random.Random(f"{self.seed}/selfplay")  # a stream distinct from the sampler's
+
+    def _setup_logging(self) -> None:
+        """config.yaml and the metric logger (W&B / TensorBoard get the resolved config)."""
+        cfg = self.cfg
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
             (self.output_dir / "config.yaml").write_text(config_to_yaml(cfg))
         self.metrics = MetricLogger(self.output_dir, tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
-                                    wandb_project=cfg.logging.wandb_project, config=None, enabled=self.dist.is_main)
+                                    wandb_project=cfg.logging.wandb_project, config=config_to_dict(cfg),
+                                    enabled=self.dist.is_main)
         # Resuming keeps the steps up to the checkpoint; a fresh run into an old output_dir starts a new file.
         dropped = self.metrics.truncate_after(self.start_step or -1)
         if dropped and not self.start_step:
             logger.warning("%s/metrics.jsonl held %d lines of an earlier run: started afresh",
                            self.output_dir, dropped)
-        self.ctx = SelfPlayContext(cfg, self.engine, self.tokenizer, self.memory, self.templates, self.rng)
 
     # ---- the loop ------------------------------------------------------------------------------------
     def train(self) -> dict[str, float]:

@@ -148,7 +148,6 @@ class RoleSample:
         completion_ids: completion token ids (the tokens whose log-probs are trained).
         reward: the role-specific scalar reward.
         advantage: the role-specific advantage (set later).
-        old_logprobs: per completion token log-probs at sampling time, if the engine provides them.
         meta: free-form details for sample dumps (status, texts, votes ...); never used by the loss.
     """
 
@@ -159,7 +158,6 @@ class RoleSample:
     completion_ids: tuple[int, ...]
     reward: float
     advantage: float = 0.0
-    old_logprobs: tuple[float, ...] | None = None
     meta: dict = field(default_factory=dict)
 
 

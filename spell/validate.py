@@ -44,7 +44,7 @@ def check_model_folder(path: str | None) -> str:
 
 def validate(cfg: SpellConfig, console: Console | None = None) -> int:
     """Check everything cheap and show rendered prompts. Returns the exit code (0 = ok)."""
-    from spell.defaults import ensure_world
+    from spell.builtin.defaults import ensure_world
 
     console = console or Console()
     if not cfg.data.train_files:

@@ -21,14 +21,14 @@ TINY_TEXTS = [
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from spell.tiny import build_tiny_tokenizer
+    from spell.builtin.tiny import build_tiny_tokenizer
 
     return build_tiny_tokenizer(TINY_TEXTS, vocab_size=400)
 
 
 @pytest.fixture()
 def tiny_model(tiny_tokenizer):
-    from spell.tiny import build_tiny_model
+    from spell.builtin.tiny import build_tiny_model
 
     return build_tiny_model(tiny_tokenizer, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, seed=0)
 
@@ -36,7 +36,7 @@ def tiny_model(tiny_tokenizer):
 @pytest.fixture(scope="session")
 def tiny_policy_dir(tmp_path_factory, tiny_tokenizer):
     """A saved tiny policy folder (config.json + safetensors + tokenizer), loadable by from_pretrained."""
-    from spell.tiny import build_tiny_model, save_policy
+    from spell.builtin.tiny import build_tiny_model, save_policy
 
     path = tmp_path_factory.mktemp("tiny_policy")
     model = build_tiny_model(tiny_tokenizer, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, seed=0)

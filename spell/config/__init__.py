@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -38,8 +39,8 @@ from spell.config.run import (
 from spell.types import EngineKind
 
 __all__ = [
-    "ALL_TASKS", "PRESET_DIR", "ConfigError", "SpellConfig", "config_to_yaml", "load_config", "replace",
-    "resolve_preset", "save_config",
+    "ALL_TASKS", "PRESET_DIR", "ConfigError", "SpellConfig", "config_to_dict", "config_to_yaml", "load_config",
+    "replace", "resolve_preset", "save_config",
     "DataConfig",
     "EngineConfig",
     "EvalConfig",
@@ -130,6 +131,19 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
 def config_to_yaml(cfg: SpellConfig) -> str:
     """The resolved config as YAML (what ``spell print-config`` prints and runs save)."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def config_to_dict(cfg: SpellConfig) -> dict:
+    """The resolved config as plain JSON-able dicts (enums as their values), e.g. for W&B and TensorBoard."""
+
+    def plain(value: object) -> object:
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [plain(item) for item in value]
+        return value.value if isinstance(value, Enum) else value
+
+    return plain(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
 
 
 def save_config(cfg: SpellConfig, path: str | Path) -> None:

@@ -129,7 +129,7 @@ def resolve_model_path(path: str | Path) -> Path:
     if (path / "config.json").is_file():
         return path
     if path.is_dir():
-        from spell.checkpoint import latest_checkpoint
+        from spell.rl.checkpoint import latest_checkpoint
 
         checkpoint = latest_checkpoint(path)
         if checkpoint is not None and (checkpoint / "config.json").is_file():
@@ -148,14 +148,14 @@ def _engine_factory(args: argparse.Namespace, model_path: Path):
         import torch
 
         from spell.config import ModelConfig
-        from spell.engine import HFEngine
-        from spell.policy import load_policy, resolve_device
+        from spell.rl.engine import HFEngine
+        from spell.rl.policy import load_policy, resolve_device
 
         if args.engine == "hf":
             model, tokenizer = load_policy(ModelConfig(path=str(model_path)), resolve_device(args.device))
             model.eval()
             return HFEngine(model, tokenizer, max_batch_prompts=args.batch_prompts)
-        from spell.engine.vllm import VLLMEngine
+        from spell.rl.engine.vllm import VLLMEngine
 
         # vLLM loads the weights itself from the folder; the HF copy only describes the model (dtype, eos).
         model, tokenizer = load_policy(ModelConfig(path=str(model_path), dtype="bfloat16"), torch.device("cpu"))

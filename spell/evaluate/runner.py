@@ -2,7 +2,7 @@
 
 Each question is rendered with the training responder template, wrapped in the chat template, middle-
 truncated to ``max_input_tokens`` (first and last halves kept) and sampled n times through an
-:class:`~spell.engine.Engine`. All n samples of a question are appended to ``generations.jsonl`` together,
+:class:`~spell.rl.engine.Engine`. All n samples of a question are appended to ``generations.jsonl`` together,
 so a re-run with the same output dir only generates the questions (or the extra samples) that are missing.
 Samples are scored with the training rule scorers; an optional judge then lifts QA / DocMath scores to
 max(rule, judge) (called only where the rule score is not 1; never for multiple choice).
@@ -27,7 +27,7 @@ from spell.tasks.doc_mc import format_mc_question
 from spell.types import SamplingParams, TaskType, Verdict
 
 if TYPE_CHECKING:
-    from spell.engine.base import Engine
+    from spell.rl.engine.base import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +84,8 @@ def prepare_prompt(
     item: EvalItem, tokenizer: Any, max_input_tokens: int | None, templates: Templates | None = None
 ) -> tuple[list[int], int]:
     """Chat-templated, middle-truncated prompt ids of ``item`` and the untruncated token count."""
-    # Imported here: the spell.engine package imports torch, which a finished (resumed) run never needs.
-    from spell.engine.base import encode_chat_prompt
+    # Imported here: the spell.rl.engine package imports torch, which a finished (resumed) run never needs.
+    from spell.rl.engine.base import encode_chat_prompt
 
     ids = encode_chat_prompt(tokenizer, render_eval_prompt(item, templates))
     return truncate_middle(ids, max_input_tokens), len(ids)

@@ -24,9 +24,9 @@ pytestmark = pytest.mark.gpu
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 
-from spell.engine import HFEngine, encode_chat_prompt  # noqa: E402
-from spell.engine.hf import resolve_eos_ids  # noqa: E402
-from spell.tiny import build_tiny_model, build_tiny_tokenizer  # noqa: E402
+from spell.builtin.tiny import build_tiny_model, build_tiny_tokenizer  # noqa: E402
+from spell.rl.engine import HFEngine, encode_chat_prompt  # noqa: E402
+from spell.rl.engine.hf import resolve_eos_ids  # noqa: E402
 from spell.types import SamplingParams  # noqa: E402
 from tests.integration.test_trainer import make_cfg, make_trainer  # noqa: E402
 
@@ -163,8 +163,8 @@ def test_resume_on_cuda_equals_a_straight_run(corpus, tiny_policy_dir, tmp_path)
 
 
 def test_builtin_step_on_cuda_with_the_real_hf_engine(tmp_path, monkeypatch):
+    from spell.builtin.defaults import apply_builtin_defaults
     from spell.config import load_config
-    from spell.defaults import apply_builtin_defaults
     from spell.trainer import Trainer
 
     # `spell train train.device=cuda`: the shipped policy on the built-in world; the configured engine (hf)
@@ -187,7 +187,7 @@ def test_builtin_step_on_cuda_with_the_real_hf_engine(tmp_path, monkeypatch):
 
 # ---- 4. torch.distributed with nccl, one rank --------------------------------------------------------
 def nccl_driver(corpus: str, policy: str, out: str, port: str) -> None:
-    """Run in a subprocess: one step in a 1-rank nccl group with every collective of spell.distributed on.
+    """Run in a subprocess: one step in a 1-rank nccl group with every collective of spell.rl.distributed on.
 
     ``init_distributed`` leaves a 1-rank job alone and the helpers are no-ops below 2 ranks, so this joins the
     group itself and forces the helpers active: then all_reduce_dict/gradients, broadcast, the object
@@ -195,7 +195,7 @@ def nccl_driver(corpus: str, policy: str, out: str, port: str) -> None:
     """
     import torch.distributed as dist
 
-    from spell import distributed
+    from spell.rl import distributed
 
     torch.cuda.set_device(0)
     dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)

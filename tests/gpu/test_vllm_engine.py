@@ -1,4 +1,4 @@
-"""Tests for spell/engine/vllm.py on a CUDA GPU with vLLM installed (skipped elsewhere).
+"""Tests for spell/rl/engine/vllm.py on a CUDA GPU with vLLM installed (skipped elsewhere).
 
 Run: .venv/bin/python -m pytest tests/gpu/test_vllm_engine.py -m "gpu and vllm" -q
 The tiny policy is bf16 on the GPU next to vLLM (colocated, 30% of GPU memory), head dim 64 so every
@@ -16,9 +16,9 @@ vllm = pytest.importorskip("vllm")
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 
-from spell.engine import HFEngine, encode_chat_prompt  # noqa: E402
-from spell.engine.vllm import VLLMEngine  # noqa: E402
-from spell.tiny import build_tiny_model, build_tiny_tokenizer  # noqa: E402
+from spell.builtin.tiny import build_tiny_model, build_tiny_tokenizer  # noqa: E402
+from spell.rl.engine import HFEngine, encode_chat_prompt  # noqa: E402
+from spell.rl.engine.vllm import VLLMEngine  # noqa: E402
 from spell.types import SamplingParams  # noqa: E402
 
 CORPUS = ["the river Alder flows 42 km north to Brenn", "what is 17 + 25? the answer is 42", "café naïve 3.14"] * 10

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from spell import distributed
+from spell.rl import distributed
 from tests.integration.test_trainer import make_cfg, make_trainer
 
 EMPTY_RANKS_AT_STEP = {2: {1}, 3: {0, 1}}  # step -> ranks whose batch is dropped before the update

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from spell.checkpoint import CheckpointError
-from spell.distributed import merge_rank_metrics, shard_docsets
+from spell.rl.checkpoint import CheckpointError
+from spell.rl.distributed import merge_rank_metrics, shard_docsets
 from spell.types import DocSet, TaskType
 from tests.integration.test_trainer import make_cfg, make_trainer
 
@@ -152,8 +152,8 @@ def test_merge_rank_metrics_sums_counts_and_averages_rates():
 
 
 def test_vllm_engine_is_refused_under_torchrun(launched, tiny_policy_dir, monkeypatch, tmp_path):
-    from spell import distributed
     from spell.config import ConfigError
+    from spell.rl import distributed
     from spell.trainer import Trainer
 
     _, corpus, _ = launched

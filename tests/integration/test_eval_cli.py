@@ -1,4 +1,4 @@
-"""``spell eval`` end to end: a tiny real model folder (spell.tiny) on fixture files of every native format
+"""``spell eval`` end to end: a tiny real model folder (spell.builtin.tiny) on fixture files of every native format
 and of the generic format; outputs exist and parse; a second run with the same output dir generates nothing.
 
 Run: .venv/bin/python -m pytest tests/integration/test_eval_cli.py -q
@@ -30,7 +30,7 @@ BENCHMARKS = [
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from spell.tiny import build_tiny_model, build_tiny_tokenizer, save_policy
+    from spell.builtin.tiny import build_tiny_model, build_tiny_tokenizer, save_policy
 
     texts = []
     for spec in BENCHMARKS:

@@ -11,8 +11,8 @@ import json
 import pytest
 import torch
 
-from spell.checkpoint import latest_checkpoint
 from spell.config import load_config
+from spell.rl.checkpoint import latest_checkpoint
 from spell.trainer import Trainer
 from tests.fakes.scripted_engine import FakeScriptedEngine
 from tests.integration.test_selfplay_step import DOCSETS, script

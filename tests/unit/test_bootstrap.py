@@ -1,4 +1,4 @@
-"""Tests of the tiny-policy bootstrap pieces (spell.bootstrap): generators, transcripts, train loop smoke.
+"""Tests of the tiny-policy bootstrap pieces (spell.builtin.bootstrap): generators, transcripts, train loop smoke.
 
 The real bootstrap (tens of CPU minutes) never runs here; the train loop is smoke-tested on a 1-layer model.
 """
@@ -11,16 +11,16 @@ import random
 import pytest
 import torch
 
-from spell.bootstrap.cli import add_init_default_arguments, command_line, config_from_args
-from spell.bootstrap.synthetic import (
+from spell.builtin.bootstrap.cli import add_init_default_arguments, command_line, config_from_args
+from spell.builtin.bootstrap.synthetic import (
     SyntheticVocab,
     copy_example,
     kv_example,
     lookup_example,
     synthetic_example,
 )
-from spell.bootstrap.train import Stage, encode_transcript, run_stage
-from spell.bootstrap.transcripts import (
+from spell.builtin.bootstrap.train import Stage, encode_transcript, run_stage
+from spell.builtin.bootstrap.transcripts import (
     NO,
     TASKS,
     YES,
@@ -32,16 +32,16 @@ from spell.bootstrap.transcripts import (
     verifier_pair,
     verifier_transcript,
 )
-from spell.bootstrap.worldqa import (
+from spell.builtin.bootstrap.worldqa import (
     fact_questions,
     kind_expression,
     kind_question,
     kinds_for,
     train_sets,
 )
-from spell.engine.base import encode_chat_prompt
 from spell.parsing import parse_question, parse_verdict
 from spell.prompts import load_templates
+from spell.rl.engine.base import encode_chat_prompt
 from spell.tasks import rule_score
 from spell.tasks.arith import safe_eval
 from spell.tasks.docmath import numbers_match
@@ -192,7 +192,7 @@ def test_packed_qa_asks_only_about_the_documents_shown(sets):
 
 @pytest.fixture(scope="module")
 def tiny():
-    from spell.tiny import build_tiny_model, build_tiny_tokenizer
+    from spell.builtin.tiny import build_tiny_model, build_tiny_tokenizer
 
     texts = [*train_sets(0, 2)[0].documents, TEMPLATES.verifier]
     tokenizer = build_tiny_tokenizer(texts, vocab_size=300)
@@ -234,8 +234,8 @@ def test_cli_arguments_round_trip():
 
 
 def test_finished_stages_are_resumed_exactly(tiny, tmp_path, monkeypatch):
-    from spell.bootstrap.config import BootstrapConfig
-    from spell.bootstrap.pipeline import _run_stages
+    from spell.builtin.bootstrap.config import BootstrapConfig
+    from spell.builtin.bootstrap.pipeline import _run_stages
 
     monkeypatch.setenv("SPELL_CACHE_DIR", str(tmp_path))
     model, tokenizer = tiny

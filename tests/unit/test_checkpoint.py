@@ -1,4 +1,4 @@
-"""Tests for spell/checkpoint.py: round trip of weights/optimizer/scheduler/RNG, pruning and atomic saves."""
+"""Tests for spell/rl/checkpoint.py: round trip of weights/optimizer/scheduler/RNG, pruning and atomic saves."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-import spell.checkpoint as checkpoint
-from spell.checkpoint import (
+import spell.rl.checkpoint as checkpoint
+from spell.rl.checkpoint import (
     CheckpointError,
     capture_rng_state,
     latest_checkpoint,

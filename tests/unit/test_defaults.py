@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from spell import defaults
+from spell.builtin import defaults
 from spell.config import load_config
 
 

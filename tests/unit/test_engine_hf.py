@@ -1,4 +1,4 @@
-"""Tests for spell/engine/hf.py (and build_engine): the shared-prefix KV decode loop against transformers.
+"""Tests for spell/rl/engine/hf.py (and build_engine): the shared-prefix KV decode loop against transformers.
 
 A tiny random Qwen2 with a wide init (std 0.5) makes greedy output vary token to token, so any error in
 left padding, position ids or cache expansion shows up as a different token sequence.
@@ -12,10 +12,10 @@ import importlib.util
 import pytest
 import torch
 
+from spell.builtin.tiny import build_tiny_model, build_tiny_tokenizer
 from spell.config import EngineConfig
-from spell.engine import Engine, HFEngine, build_engine, encode_chat_prompt
-from spell.engine.hf import DynamicLayer, reserve_cache, resolve_eos_ids, sample_next_token
-from spell.tiny import build_tiny_model, build_tiny_tokenizer
+from spell.rl.engine import Engine, HFEngine, build_engine, encode_chat_prompt
+from spell.rl.engine.hf import DynamicLayer, reserve_cache, resolve_eos_ids, sample_next_token
 from spell.types import EngineKind, SamplingParams
 
 CORPUS = ["the river Alder flows 42 km north to Brenn", "what is 17 + 25? the answer is 42", "café naïve 3.14"] * 10

@@ -54,3 +54,40 @@ def test_text_only_module_imports_no_heavy_dependency(module):
 def test_probe_detects_a_heavy_import():
     # the check can fail: a module that imports numpy is reported
     assert _heavy_modules_loaded_by("numpy") == ["numpy"]
+
+
+# ---- spell.rl: generic RL machinery that never imports SPELL semantics or the built-in toy ----
+
+RL_MODULES = [
+    "spell.rl", "spell.rl.engine", "spell.rl.engine.base", "spell.rl.engine.hf", "spell.rl.engine.vllm",
+    "spell.rl.policy", "spell.rl.losses", "spell.rl.distributed", "spell.rl.checkpoint", "spell.rl.metrics",
+]
+# The shared vocabulary spell.rl may use besides the package root: types and the config layer.
+RL_MAY_IMPORT = ("spell.types", "spell.config", "spell.rl")
+
+_SPELL_PROBE = """
+import importlib, json, sys
+importlib.import_module(sys.argv[1])
+print(json.dumps(sorted(name for name in sys.modules if name == "spell" or name.startswith("spell."))))
+"""
+
+
+def _spell_modules_loaded_by(module: str) -> list[str]:
+    result = subprocess.run([sys.executable, "-c", _SPELL_PROBE, module], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"importing {module} failed:\n{result.stderr}"
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _outside_rl_boundary(names: list[str]) -> list[str]:
+    return [n for n in names if n != "spell" and not any(n == ok or n.startswith(ok + ".") for ok in RL_MAY_IMPORT)]
+
+
+@pytest.mark.parametrize("module", RL_MODULES)
+def test_rl_module_imports_no_spell_semantics_or_toy(module):
+    assert _outside_rl_boundary(_spell_modules_loaded_by(module)) == []
+
+
+def test_rl_boundary_probe_detects_a_semantic_import():
+    # the check can fail: the trainer wires SPELL semantics (experience, selfplay, memory) into the RL loop
+    outside = _outside_rl_boundary(_spell_modules_loaded_by("spell.trainer"))
+    assert "spell.experience" in outside and "spell.memory" in outside

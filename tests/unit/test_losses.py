@@ -1,4 +1,4 @@
-"""Tests for spell.losses: the clipped GRPO surrogate, KL estimators and token-sum aggregation (spec §7.2).
+"""Tests for spell.rl.losses: the clipped GRPO surrogate, KL estimators and token-sum aggregation (spec §7.2).
 
 Run: .venv/bin/python -m pytest tests/unit/test_losses.py
 """
@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from spell.losses import grpo_loss, kl_penalty
+from spell.rl.losses import grpo_loss, kl_penalty
 
 CLIP = {"clip_low": 0.2, "clip_high": 0.2}
 
@@ -34,9 +34,7 @@ def test_ratio_one_loss_is_minus_masked_advantage_sum_over_tokens():
     # ratio = 1 -> per token -A: row 0: 3 tokens * -2 = -6; row 1: 2 tokens * +1 = +2; sum -4 / 5 = -0.8
     assert loss.item() == pytest.approx(-0.8)
     assert stats["pg_loss_sum"] == pytest.approx(-4.0)
-    assert stats["tokens"] == 5.0
     assert stats["clip_frac_sum"] == 0.0
-    assert stats["ratio_max"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(
@@ -58,7 +56,6 @@ def test_clipping_cases(log_ratio, advantage, expected_per_token, clipped):
     loss, stats = _loss([[log_ratio]], [[0.0]], [advantage], [[True]], num_tokens_total=1)
     assert loss.item() == pytest.approx(expected_per_token, rel=1e-5)
     assert stats["clip_frac_sum"] == (1.0 if clipped else 0.0)
-    assert stats["ratio_max"] == pytest.approx(math.exp(log_ratio), rel=1e-6)
 
 
 def test_asymmetric_clip_uses_clip_high_above_one():
@@ -142,8 +139,6 @@ def test_mask_excludes_tokens_even_with_garbage_values():
     loss.backward()
     # only token 1: ratio 1, A = 3 -> -3; k3(0) = 0
     assert loss.item() == pytest.approx(-3.0)
-    assert stats["tokens"] == 1.0
-    assert stats["ratio_max"] == pytest.approx(1.0)
     assert logprobs.grad.tolist() == [[-3.0, 0.0]]
 
 

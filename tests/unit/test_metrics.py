@@ -1,4 +1,4 @@
-"""Tests for spell/metrics.py: timers, the metric logger, sample dumps, logging setup and the progress display."""
+"""Tests for spell/rl/metrics.py: timers, the metric logger, sample dumps, logging setup and the progress display."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import importlib.util
 import io
 import json
 import logging
+import sys
+import types
 from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
 
-import spell.metrics as metrics
-from spell.metrics import MetricLogger, dump_samples, pop_timings, progress, setup_logging, stage_timer
+import spell.rl.metrics as metrics
+from spell.config import SpellConfig, config_to_dict
+from spell.rl.metrics import MetricLogger, dump_samples, pop_timings, progress, setup_logging, stage_timer
 from spell.types import TaskType
 
 
@@ -119,6 +122,59 @@ def test_wandb_missing_names_the_extra(tmp_path):
         MetricLogger(tmp_path, wandb=True)
 
 
+class _FakeWandbRun:
+    """Fake of a W&B run (orchestration test): records what the logger hands over."""
+
+    def __init__(self, **kwargs):
+        self.init_kwargs, self.logged, self.finished = kwargs, [], False
+
+    def log(self, metrics, step=None):
+        self.logged.append((step, metrics))
+
+    def finish(self):
+        self.finished = True
+
+
+class _FakeSummaryWriter:
+    """Fake of TensorBoard's SummaryWriter (orchestration test)."""
+
+    instances: list = []
+
+    def __init__(self, log_dir, purge_step=None):
+        self.texts, self.scalars = {}, []
+        _FakeSummaryWriter.instances.append(self)
+
+    def add_text(self, tag, text):
+        self.texts[tag] = text
+
+    def add_scalar(self, tag, value, global_step):
+        self.scalars.append((tag, value, global_step))
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_wandb_and_tensorboard_receive_the_resolved_config(tmp_path, monkeypatch):
+    runs = []
+    fake_wandb = types.SimpleNamespace(init=lambda **kw: runs.append(_FakeWandbRun(**kw)) or runs[-1],
+                                       util=types.SimpleNamespace(generate_id=lambda: "run123"))
+    monkeypatch.setitem(sys.modules, "wandb", fake_wandb)
+    fake_tensorboard = types.SimpleNamespace(SummaryWriter=_FakeSummaryWriter)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake_tensorboard)
+    _FakeSummaryWriter.instances.clear()
+    config = config_to_dict(SpellConfig())
+    with MetricLogger(tmp_path, tensorboard=True, wandb=True, config=config) as logger:
+        logger.log(1, {"train/loss": 0.5})
+    assert runs[0].init_kwargs["config"] == config and runs[0].init_kwargs["config"]["grpo"]["lr"] == 2e-6
+    assert runs[0].init_kwargs["config"]["train"]["mode"] == "spell"  # enums as plain strings
+    assert (tmp_path / "wandb_run_id").read_text().strip() == "run123"
+    text = _FakeSummaryWriter.instances[0].texts["config"]
+    assert '"lr": 2e-06' in text and all(line.startswith("    ") for line in text.splitlines())
+
+
 @dataclass(frozen=True)
 class Point:
     x: float
@@ -161,7 +217,7 @@ def test_setup_logging_is_idempotent_and_rank_aware(clean_root_logger):
 
 @pytest.mark.parametrize("enabled", [True, False])  # pytest's captured stderr is not a terminal either way
 def test_progress_without_terminal_logs_one_line_per_step(caplog, enabled):
-    with caplog.at_level(logging.INFO, logger="spell.metrics"), progress(3, enabled=enabled) as display:
+    with caplog.at_level(logging.INFO, logger="spell.rl.metrics"), progress(3, enabled=enabled) as display:
         display.update(1, {"responder/reward_mean": 0.123456, "train/loss": None})
         display.update(2, {"responder/reward_mean": 0.5})
     assert [r.getMessage() for r in caplog.records] == [
@@ -173,7 +229,7 @@ def test_progress_without_terminal_logs_one_line_per_step(caplog, enabled):
 def test_progress_on_terminal_draws_a_bar(caplog):
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=120)
-    with caplog.at_level(logging.INFO, logger="spell.metrics"), progress(4, console=console) as display:
+    with caplog.at_level(logging.INFO, logger="spell.rl.metrics"), progress(4, console=console) as display:
         display.update(2, {"train/loss": 0.75})
     assert "2/4" in buffer.getvalue() and "train/loss=0.75" in buffer.getvalue()
     assert not caplog.records  # no per-step log lines when the bar is shown

@@ -1,4 +1,4 @@
-"""Tests for spell.policy: chunked log-probs vs the naive full-logits path, batching, loading (spec §7.2).
+"""Tests for spell.rl.policy: chunked log-probs vs the naive full-logits path, batching, loading (spec §7.2).
 
 The tiny models are built inline (no downloads, no other helpers' fixtures).
 Run: .venv/bin/python -m pytest tests/unit/test_policy.py
@@ -22,7 +22,7 @@ from transformers import (
 )
 
 from spell.config import ModelConfig
-from spell.policy import (
+from spell.rl.policy import (
     collate,
     disable_dropout,
     ensure_pad_token,
@@ -44,9 +44,9 @@ def _tiny_qwen2(seed: int = 0) -> Qwen2ForCausalLM:
     return Qwen2ForCausalLM(config).float()
 
 
-def _sample(prompt, completion, advantage=0.0, old_logprobs=None) -> RoleSample:
+def _sample(prompt, completion, advantage=0.0) -> RoleSample:
     return RoleSample(role=Role.RESPONDER, task=TaskType.DOC_MC, group_id="g", prompt_ids=tuple(prompt),
-                      completion_ids=tuple(completion), reward=0.0, advantage=advantage, old_logprobs=old_logprobs)
+                      completion_ids=tuple(completion), reward=0.0, advantage=advantage)
 
 
 def _left_padded_batch(seed: int = 1) -> dict[str, torch.Tensor]:
@@ -233,7 +233,7 @@ def test_pack_micro_batches_rejects_zero_budget():
 
 
 def test_collate_left_pads_and_marks_completions():
-    samples = [_sample([5, 6, 7], [8, 9], 1.5, (-0.1, -0.2)), _sample([1, 2], [3, 4, 5, 6], -0.5, (-1, -2, -3, -4))]
+    samples = [_sample([5, 6, 7], [8, 9], 1.5), _sample([1, 2], [3, 4, 5, 6], -0.5)]
     batch = collate(samples, pad_id=0)
     # lengths 3 + 2 = 5 and 2 + 4 = 6 -> L = 6, the first row gets one pad on the left
     assert batch["input_ids"].tolist() == [[0, 5, 6, 7, 8, 9], [1, 2, 3, 4, 5, 6]]
@@ -241,18 +241,14 @@ def test_collate_left_pads_and_marks_completions():
     assert batch["completion_mask"].tolist() == [[False, False, False, False, True, True],
                                                  [False, False, True, True, True, True]]
     assert batch["advantages"].tolist() == [1.5, -0.5]
-    assert torch.allclose(batch["old_logprobs"], torch.tensor([[0, 0, 0, 0, -0.1, -0.2], [0, 0, -1, -2, -3, -4.0]]))
 
 
-def test_collate_omits_old_logprobs_unless_all_samples_have_them_and_rejects_bad_samples():
-    batch = collate([_sample([1], [2], old_logprobs=(-1.0,)), _sample([1, 2], [])], pad_id=7)
-    assert "old_logprobs" not in batch
+def test_collate_scores_nothing_of_an_empty_completion_and_rejects_an_empty_prompt():
+    batch = collate([_sample([1], [2]), _sample([1, 2], [])], pad_id=7)
     assert batch["input_ids"].tolist() == [[1, 2], [1, 2]]
     assert batch["completion_mask"].tolist() == [[False, True], [False, False]]  # empty completion: nothing scored
     with pytest.raises(ValueError, match="empty prompt"):
         collate([_sample([], [1, 2])], pad_id=0)
-    with pytest.raises(ValueError, match="old_logprobs"):
-        collate([_sample([1], [2, 3], old_logprobs=(-1.0,))], pad_id=0)
 
 
 def _char_tokenizer(with_pad: bool = True) -> PreTrainedTokenizerFast:

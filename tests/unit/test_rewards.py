@@ -204,3 +204,12 @@ def test_questioner_reward_errors():
         questioner_reward("valid", 0.5, "linear")
     with pytest.raises(ValueError):
         questioner_reward("great", 0.5)
+
+
+def test_has_reward_variance_is_the_one_zero_variance_rule():
+    from spell.rewards import has_reward_variance
+
+    assert has_reward_variance([0.0, 1.0, 1.0])
+    assert not has_reward_variance([0.5, 0.5, 0.5])  # all equal: no learning signal
+    assert not has_reward_variance([1.0])  # a lone reward has no sample std
+    assert not has_reward_variance([])

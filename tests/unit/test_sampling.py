@@ -7,28 +7,7 @@ import random
 
 import pytest
 
-from spell.sampling import draw_questioner_negatives, draw_verifier_groups, split_by_variance
-
-# ---- split_by_variance ----
-
-
-def test_split_by_variance_keeps_order_and_flags_constant_groups():
-    groups = {
-        "u3": [1.0, 0.0, 1.0],  # varies: kept
-        "u1": [0.0] * 8,  # all wrong: zero variance
-        "u2": [0.5, 0.5],  # constant non-binary: zero variance
-        "u0": [1.0] * 7 + [0.0],  # one wrong: kept
-        "u4": [1.0],  # single sample: no sample std -> zero variance
-        "u5": [],  # empty: zero variance
-    }
-    kept, zero = split_by_variance(groups)
-    assert kept == ["u3", "u0"]  # input order, not sorted
-    assert zero == ["u1", "u2", "u4", "u5"]
-
-
-def test_split_by_variance_empty():
-    assert split_by_variance({}) == ([], [])
-
+from spell.sampling import draw_questioner_negatives, draw_verifier_groups
 
 # ---- draw_questioner_negatives ----
 

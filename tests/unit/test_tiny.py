@@ -1,4 +1,4 @@
-"""Tests for spell/tiny.py: offline tokenizer + Qwen2 builder, and ids that survive save/reload.
+"""Tests for spell/builtin/tiny.py: offline tokenizer + Qwen2 builder, and ids that survive save/reload.
 
 Run: .venv/bin/python -m pytest tests/unit/test_tiny.py -q
 """
@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from spell.engine.base import encode_chat_prompt
-from spell.tiny import CHATML_TEMPLATE, build_tiny_model, build_tiny_tokenizer, save_policy
+from spell.builtin.tiny import CHATML_TEMPLATE, build_tiny_model, build_tiny_tokenizer, save_policy
+from spell.rl.engine.base import encode_chat_prompt
 
 CORPUS = [
     "The river Alder flows 42 km north to the town of Brenn, founded in 1203.",

@@ -1,4 +1,4 @@
-"""Tests for spell/world: determinism, schemas, split disjointness, filler, and gold answers re-derived from facts.
+"""Tests for spell/builtin/world: determinism, schemas, split disjointness, filler, gold answers re-derived from facts.
 
 The gold check is independent of the question code: it re-solves every held-out question from ``world.json``
 facts with its own table of fact paths (``SOLVERS``) and exact fractions, and checks that each fact used is
@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from spell.builtin.world import add_world_arguments, approx_tokens, build_world, run_world_build
+from spell.builtin.world.entities import EVENT_KINDS, HOBBIES, ORG_SUFFIXES, NamePool, is_heldout_word
+from spell.builtin.world.filler import filler_paragraphs
+from spell.builtin.world.render import DOC_KINDS
 from spell.data import load_docsets
 from spell.evaluate.formats import load_generic
 from spell.tasks.docmath import docmath_score
-from spell.world import add_world_arguments, approx_tokens, build_world, run_world_build
-from spell.world.entities import EVENT_KINDS, HOBBIES, ORG_SUFFIXES, NamePool, is_heldout_word
-from spell.world.filler import filler_paragraphs
-from spell.world.render import DOC_KINDS
 
 TASKS = ["docmath_qa", "doc_general_qa", "doc_mc"]
 SMALL = {"num_train_sets": 12, "num_heldout_sets": 24}

@@ -1,6 +1,6 @@
 """Held-out question kinds of the built-in world (issue 5): what is asked, which documents it needs, the answer.
 
-Each :class:`QuestionKind` reads the answer straight off a :class:`~spell.world.entities.SetPlan` and names
+Each :class:`QuestionKind` reads the answer straight off a :class:`~spell.builtin.world.entities.SetPlan` and names
 the document kinds that state the facts it chains. ``hops`` = the number of documents needed (1-3): a 2-hop
 question cannot be answered from one document because every fact is stated in exactly one document.
 ``args`` identify the question in ``metadata`` so that a checker can recompute the answer from ``world.json``.
@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from spell.world.entities import SetPlan
+from spell.builtin.world.entities import SetPlan
 
 Built = tuple[str, str | float, dict]  # (question, answer, args)
 

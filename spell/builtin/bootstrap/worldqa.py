@@ -11,13 +11,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from spell.builtin.world.build import _build_split  # the world's own split builder: the same sets as train.jsonl
+from spell.builtin.world.entities import HOBBIES, SECTORS, SetPlan
+from spell.builtin.world.kinds import QuestionKind
+from spell.builtin.world.questions import LETTERS, YEAR_OFFSETS, available_kinds
+from spell.builtin.world.render import DOC_KINDS, Fact
 from spell.tasks.arith import safe_eval
 from spell.tasks.docmath import format_number
-from spell.world.build import _build_split  # the world's own split builder: the same sets as train.jsonl
-from spell.world.entities import HOBBIES, SECTORS, SetPlan
-from spell.world.kinds import QuestionKind
-from spell.world.questions import LETTERS, YEAR_OFFSETS, available_kinds
-from spell.world.render import DOC_KINDS, Fact
 
 # relation -> (task, answer type, phrasings); {s} = the fact's subject, {y} = its table year.
 RELATION_QUESTIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {

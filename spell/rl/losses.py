@@ -3,7 +3,7 @@
 Stage 12 of the self-play step: per-token log-probs of the three roles' completions -> one scalar loss.
 Shape legend: N sequences in a micro-batch, T token positions (any alignment, as long as every [N, T]
 tensor uses the same one). Mask convention (used everywhere in spell): ``mask`` True / 1 = the token counts.
-Torch only: no transformers, no spell.policy.
+Torch only: no transformers, no spell.rl.policy.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def grpo_loss(
         ``(loss, stats)``. ``loss`` is a scalar tensor. ``stats`` holds floats that are sums over this
         micro-batch's masked tokens, so the caller adds them across micro-batches and divides by the total:
         ``pg_loss_sum``, ``clip_frac_sum`` (tokens where the clipped branch was taken), ``kl_sum``,
-        ``entropy_sum``, ``ratio_max`` (a max, combine with max) and ``tokens``.
+        ``entropy_sum``.
 
     Raises:
         ValueError: mismatched shapes or ``num_tokens_total <= 0``.
@@ -109,8 +109,6 @@ def grpo_loss(
         "clip_frac_sum": float(((clipped > unclipped) & valid).sum().item()),
         "kl_sum": 0.0,
         "entropy_sum": 0.0,
-        "ratio_max": ratio[valid].max().item() if valid.any() else 0.0,
-        "tokens": float(valid.sum().item()),
     }
     if ref_logprobs is not None:
         # Both inputs zeroed off the mask, so exp() there is exp(0) and its gradient is finite.

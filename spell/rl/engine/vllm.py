@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from spell.engine.hf import resolve_eos_ids
+from spell.rl.engine.hf import resolve_eos_ids
 from spell.types import Completion, SamplingParams
 
 logger = logging.getLogger(__name__)

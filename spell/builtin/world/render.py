@@ -4,7 +4,7 @@ Documents are short and regular so that a tiny model can read them: a title line
 template per relation), and for company numbers a simple ``| Year | Revenue | Staff |`` table followed by budget
 sentences. Each fact is stated in exactly one document, so a question that chains facts needs several
 documents. Every sentence or table row that states a fact is recorded as that fact's ``evidence`` (verbatim in
-the document); filler paragraphs (:mod:`spell.world.filler`) only go between those units, never inside them.
+the document); filler paragraphs (:mod:`spell.builtin.world.filler`) only go between those units, never inside them.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass
 
-from spell.world.entities import Event, Org, Person, Place, SetPlan, Table
-from spell.world.filler import approx_tokens, filler_paragraphs
+from spell.builtin.world.entities import Event, Org, Person, Place, SetPlan, Table
+from spell.builtin.world.filler import approx_tokens, filler_paragraphs
 
 # Document kinds in the order they join a set: docs_per_set=N keeps the first N (then the order is shuffled).
 DOC_KINDS = (
@@ -202,7 +202,7 @@ def render_set(
         plan: the set's entities and numbers.
         kinds: document kinds (from :data:`DOC_KINDS`), in document order.
         rng: the random source for filler text and its placement.
-        target_tokens: approximate tokens (:func:`~spell.world.filler.approx_tokens`) the whole set should
+        target_tokens: approximate tokens (:func:`~spell.builtin.world.filler.approx_tokens`) the whole set should
             reach with filler; None = no filler.
         filler: False disables filler even when ``target_tokens`` is set.
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from spell.engine.base import Engine, encode_chat_prompt
-from spell.engine.hf import HFEngine
+from spell.rl.engine.base import Engine, encode_chat_prompt
+from spell.rl.engine.hf import HFEngine
 from spell.types import EngineKind
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def build_engine(engine_cfg: EngineConfig, model: Any, tokenizer: Any, seed: int
         case EngineKind.HF:
             return HFEngine(model, tokenizer, max_batch_prompts=engine_cfg.max_batch_prompts)
         case EngineKind.VLLM:
-            from spell.engine.vllm import VLLMEngine
+            from spell.rl.engine.vllm import VLLMEngine
 
             return VLLMEngine(
                 model,

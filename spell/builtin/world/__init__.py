@@ -5,7 +5,7 @@
 ``spell world build``. Stdlib only at import (pyarrow is imported lazily for ``--format parquet``).
 """
 
-from spell.world.build import WorldPaths, add_world_arguments, build_world, run_world_build
-from spell.world.filler import approx_tokens
+from spell.builtin.world.build import WorldPaths, add_world_arguments, build_world, run_world_build
+from spell.builtin.world.filler import approx_tokens
 
 __all__ = ["WorldPaths", "add_world_arguments", "approx_tokens", "build_world", "run_world_build"]

@@ -13,10 +13,10 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
+from spell.builtin.world.entities import HOBBIES, SetPlan
+from spell.builtin.world.filler import approx_tokens
+from spell.builtin.world.kinds import KINDS_BY_TASK, QuestionKind
 from spell.tasks.docmath import format_number
-from spell.world.entities import HOBBIES, SetPlan
-from spell.world.filler import approx_tokens
-from spell.world.kinds import KINDS_BY_TASK, QuestionKind
 
 LETTERS = ("A", "B", "C", "D")
 HOP_CYCLE = (1, 2, 1, 3, 1, 2)

@@ -45,7 +45,8 @@ def _questioner_rows(measured: dict) -> list[str]:
     return rows
 
 
-STAGES_TEXT = """Stages (`spell/bootstrap/pipeline.py`; loss on target tokens only; AdamW, warm-up + cosine per stage):
+STAGES_TEXT = """Stages (`spell/builtin/bootstrap/pipeline.py`; loss on target tokens only; AdamW, warm-up + cosine
+per stage):
 
 1. `copy`: random token sequences repeated after a separator (grows induction heads); ends early once
    the teacher-forced copy token accuracy reaches 97%.
@@ -63,7 +64,7 @@ verifier "Decision: [[YES]]" / "Decision: [[NO]]". Only the world's train sets a
 
 
 def render_report(result: dict) -> str:
-    """The markdown text of ``BOOTSTRAP.md`` for a :func:`~spell.bootstrap.pipeline.run_bootstrap` result."""
+    """The markdown text of ``BOOTSTRAP.md`` for a :func:`~spell.builtin.bootstrap.pipeline.run_bootstrap` result."""
     cfg, training = result["config"], result["training"]
     lines = [
         "# Built-in default policy: bootstrap record",

@@ -1,7 +1,7 @@
 """The built-in default: a corpus and a policy the project makes itself, so ``spell train`` runs offline.
 
 When ``data.train_files`` is empty the built-in world corpus is used (built on first use by
-:mod:`spell.world`); when ``model.path`` is null the built-in policy is used: the shipped bootstrapped
+:mod:`spell.builtin.world`); when ``model.path`` is null the built-in policy is used: the shipped bootstrapped
 weights if the package has them, else a small randomly initialised Qwen2 with a BPE tokenizer trained on
 the world (built once and cached). Cache root: ``$SPELL_CACHE_DIR`` or ``~/.cache/spell-rl``.
 """
@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 SHIPPED_POLICY = Path(__file__).parent / "assets" / "default_policy"
 WORLD_SEED = 0
-TRAIN_LABELLED = "train_labelled.jsonl"  # spell.world.build.TRAIN_LABELLED (imported lazily there)
+TRAIN_LABELLED = "train_labelled.jsonl"  # spell.builtin.world.build.TRAIN_LABELLED (imported lazily there)
 RANDOM_POLICY_NAME = "tiny-random-v1"
 
 
@@ -31,7 +31,7 @@ def cache_root() -> Path:
 
 def ensure_world(root: Path | None = None) -> Path:
     """The built-in world folder (``train.jsonl``, ``heldout.jsonl``, ...), built if missing."""
-    from spell.world import build_world
+    from spell.builtin.world import build_world
 
     folder = (root or cache_root()) / f"world-seed{WORLD_SEED}"
     if not (folder / "manifest.json").exists() or not (folder / TRAIN_LABELLED).exists():
@@ -47,8 +47,8 @@ def ensure_policy(root: Path | None = None) -> Path:
     folder = (root or cache_root()) / RANDOM_POLICY_NAME
     if (folder / "config.json").exists():
         return folder
+    from spell.builtin.tiny import build_tiny_model, build_tiny_tokenizer, save_policy
     from spell.prompts import load_templates
-    from spell.tiny import build_tiny_model, build_tiny_tokenizer, save_policy
 
     logger.warning("no shipped default policy: building a RANDOMLY INITIALISED tiny policy in %s "
                    "(it cannot write valid questions yet; expect bad_format rates near 1)", folder)

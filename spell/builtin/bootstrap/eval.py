@@ -13,16 +13,17 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from spell.bootstrap.transcripts import QUESTIONER_NUM_DOCS, TASKS, memory_example, pick_item
-from spell.bootstrap.worldqa import WorldSet
-from spell.engine.base import encode_chat_prompt
-from spell.engine.hf import HFEngine
+from spell.builtin.bootstrap.transcripts import QUESTIONER_NUM_DOCS, TASKS, memory_example, pick_item
+from spell.builtin.bootstrap.worldqa import WorldSet
 from spell.evaluate.formats import EvalItem, load_generic
 from spell.evaluate.runner import prepare_prompt, score_response
 from spell.parsing import parse_question, parse_verdict
 from spell.prompts import Templates
 from spell.prompts.questioner import draw_target_letter_for, render_questioner_prompt
 from spell.prompts.verifier import render_verifier_prompt
+from spell.rewards import has_reward_variance
+from spell.rl.engine.base import encode_chat_prompt
+from spell.rl.engine.hf import HFEngine
 from spell.tasks.doc_general_qa import normalize_answer
 from spell.tasks.doc_mc import format_mc_question
 from spell.types import DocSet, MemoryExample, Question, Rejection, SamplingParams, TaskType
@@ -177,7 +178,7 @@ def selfplay_probe(model: Any, tokenizer: Any, sets: Sequence[WorldSet], *, per_
     records = run_generation_round(docsets, ctx)
     statuses = Counter(r.status.value for r in records)
     scores = [s for r in records for s in r.rule_scores]
-    trainable = sum(1 for r in records if r.rewards and statistics.pstdev(r.rewards) > 0)
+    trainable = sum(1 for r in records if has_reward_variance(r.rewards))
     return {
         "num_questions": len(records),
         "status_rates": {k: _rate(v, len(records)) for k, v in sorted(statuses.items())},

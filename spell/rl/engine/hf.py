@@ -188,7 +188,7 @@ class HFEngine:
         """Sample ``n`` completions for every prompt.
 
         Args:
-            prompts: token-id prompts (non-empty), e.g. from :func:`spell.engine.base.encode_chat_prompt`.
+            prompts: token-id prompts (non-empty), e.g. from :func:`spell.rl.engine.base.encode_chat_prompt`.
             sampling: temperature (``<= 0`` = greedy), top-p, max_new_tokens and an optional seed; the same
                 seed gives the same completions for the same prompts, batch size and device.
             n: completions per prompt.

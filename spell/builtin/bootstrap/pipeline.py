@@ -2,7 +2,7 @@
 
 World train sets -> BPE tokenizer -> random Qwen2 -> (1) synthetic copy / key-value / lookup pretraining ->
 (2) packed 1-hop document QA, short contexts then whole sets -> (3) role transcripts (questioner, responder,
-verifier) mixed with QA -> save -> reload with ``spell.policy.load_policy`` -> measurements. Deterministic for
+verifier) mixed with QA -> save -> reload with ``spell.rl.policy.load_policy`` -> measurements. Deterministic for
 a seed, a thread count and a machine type; the last 50 train sets are a validation split (never trained on).
 """
 
@@ -20,11 +20,17 @@ from typing import Any
 
 import torch
 
-from spell.bootstrap import eval as measure
-from spell.bootstrap.config import BootstrapConfig
-from spell.bootstrap.synthetic import SyntheticVocab, copy_example, kv_example, lookup_example, synthetic_example
-from spell.bootstrap.train import Stage, encode_transcript, run_stage, token_accuracy
-from spell.bootstrap.transcripts import (
+from spell.builtin.bootstrap import eval as measure
+from spell.builtin.bootstrap.config import BootstrapConfig
+from spell.builtin.bootstrap.synthetic import (
+    SyntheticVocab,
+    copy_example,
+    kv_example,
+    lookup_example,
+    synthetic_example,
+)
+from spell.builtin.bootstrap.train import Stage, encode_transcript, run_stage, token_accuracy
+from spell.builtin.bootstrap.transcripts import (
     TASKS,
     packed_qa_transcript,
     pick_item,
@@ -33,7 +39,7 @@ from spell.bootstrap.transcripts import (
     responder_transcript,
     verifier_transcript,
 )
-from spell.bootstrap.worldqa import WorldSet, train_sets
+from spell.builtin.bootstrap.worldqa import WorldSet, train_sets
 from spell.prompts import load_templates
 
 logger = logging.getLogger(__name__)
@@ -135,7 +141,7 @@ def _qa_source(tokenizer: Any, sets: list[WorldSet], templates: Any, max_docs: i
 
 def train_policy(cfg: BootstrapConfig, out: Path) -> dict:
     """Build the tokenizer and model, run the stages, save to ``out``; returns the stage reports."""
-    from spell.tiny import build_tiny_model, build_tiny_tokenizer, save_policy
+    from spell.builtin.tiny import build_tiny_model, build_tiny_tokenizer, save_policy
 
     templates = load_templates(None)
     sets = train_sets(cfg.world_seed, cfg.num_sets)
@@ -162,7 +168,7 @@ def train_policy(cfg: BootstrapConfig, out: Path) -> dict:
 
 def _work_dir(cfg: BootstrapConfig) -> Path:
     """Where finished stages are kept, keyed by every setting that changes the weights (not out / eval)."""
-    from spell.defaults import cache_root
+    from spell.builtin.defaults import cache_root
 
     key = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_WEIGHTS}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
@@ -191,9 +197,9 @@ def _run_stages(cfg: BootstrapConfig, model: Any, tokenizer: Any, stages: list[S
 
 def measure_policy(cfg: BootstrapConfig, out: Path) -> dict:
     """Reload ``out`` as training does and measure it (held-out accuracy, roles' output rates)."""
+    from spell.builtin.world import build_world
     from spell.config import ModelConfig
-    from spell.policy import load_policy
-    from spell.world import build_world
+    from spell.rl.policy import load_policy
 
     t0 = time.time()
     model, tokenizer = load_policy(ModelConfig(path=str(out), dtype="float32"), torch.device("cpu"))
@@ -220,7 +226,7 @@ def measure_policy(cfg: BootstrapConfig, out: Path) -> dict:
 
 def run_bootstrap(cfg: BootstrapConfig, command: str = "") -> dict:
     """Train (unless only measuring), measure, and write ``bootstrap.json`` + ``BOOTSTRAP.md`` into ``cfg.out``."""
-    from spell.bootstrap.report import write_report
+    from spell.builtin.bootstrap.report import write_report
 
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)

@@ -4,7 +4,7 @@ Every name word has the fixed shape consonant-vowel-consonant-vowel-coda (``Tora
 the whole world and is never an English word used by the templates, so no name is a substring of another
 (the ``sub_em_strict`` scorer of spec §4.4 cannot be fooled by a longer name); train and held-out names come
 from disjoint parts of the name space, so the splits share no entity. A :class:`SetPlan` holds the entities,
-years and yearly numbers of one document set; :mod:`spell.world.render` turns it into documents and facts.
+years and yearly numbers of one document set; :mod:`spell.builtin.world.render` turns it into documents and facts.
 """
 
 from __future__ import annotations

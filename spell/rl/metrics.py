@@ -107,7 +107,8 @@ class MetricLogger:
         wandb: also log to Weights & Biases (mode from ``WANDB_MODE``; the run id is kept in
             ``output_dir/wandb_run_id`` so a resumed run continues the same W&B run).
         wandb_project: W&B project name.
-        config: run configuration (a plain dict) stored with the W&B run.
+        config: the resolved run configuration (a plain dict): the W&B run's config, and a ``config`` text
+            entry in TensorBoard.
         enabled: False on non-main processes: every call is a no-op.
         resume_step: when resuming from a checkpoint at this step, drop logged lines after it first.
 
@@ -130,7 +131,7 @@ class MetricLogger:
             self.truncate_after(resume_step)
         self._file = self.path.open("a", encoding="utf-8")
         if tensorboard:
-            self._tensorboard = _open_tensorboard(Path(output_dir), resume_step)
+            self._tensorboard = _open_tensorboard(Path(output_dir), resume_step, config)
         if wandb:
             self._wandb = _open_wandb(Path(output_dir), wandb_project, config)
 
@@ -204,13 +205,17 @@ class MetricLogger:
         self.close()
 
 
-def _open_tensorboard(output_dir: Path, resume_step: int | None):
+def _open_tensorboard(output_dir: Path, resume_step: int | None, config: dict | None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as err:
         raise ImportError("logging.tensorboard=true needs TensorBoard: pip install 'spell-rl[tensorboard]'") from err
     purge_step = None if resume_step is None else resume_step + 1  # hide events of the abandoned steps
-    return SummaryWriter(log_dir=str(output_dir / "tensorboard"), purge_step=purge_step)
+    writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"), purge_step=purge_step)
+    if config is not None:  # indented 4 spaces: TensorBoard renders text as markdown, this keeps it verbatim
+        text = json.dumps(config, indent=2, sort_keys=True)
+        writer.add_text("config", "\n".join("    " + line for line in text.splitlines()))
+    return writer
 
 
 def _open_wandb(output_dir: Path, project: str, config: dict | None):

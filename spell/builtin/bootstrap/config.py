@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spell.defaults import SHIPPED_POLICY
+from spell.builtin.defaults import SHIPPED_POLICY
 
 
 @dataclass(frozen=True)

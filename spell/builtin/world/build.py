@@ -20,10 +20,10 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from spell.world.entities import HOBBIES, ORG_SUFFIXES, SECTORS, NamePool, SetPlan, make_plan
-from spell.world.filler import TOKENS_PER_WORD, approx_tokens, filler_vocabulary
-from spell.world.questions import QuestionWriter
-from spell.world.render import DOC_KINDS, MAX_DOCS, MIN_DOCS, Fact, render_set, template_vocabulary
+from spell.builtin.world.entities import HOBBIES, ORG_SUFFIXES, SECTORS, NamePool, SetPlan, make_plan
+from spell.builtin.world.filler import TOKENS_PER_WORD, approx_tokens, filler_vocabulary
+from spell.builtin.world.questions import QuestionWriter
+from spell.builtin.world.render import DOC_KINDS, MAX_DOCS, MIN_DOCS, Fact, render_set, template_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def build_world(
         seed: the world seed; the same arguments give byte-identical files.
         num_train_sets: document sets of the training corpus (no labels; at most about 1,400).
         num_heldout_sets: document sets of the held-out question set (at most about 480).
-        docs_per_set: documents per set, 3-8 (the first N of :data:`~spell.world.render.DOC_KINDS`).
+        docs_per_set: documents per set, 3-8 (the first N of :data:`~spell.builtin.world.render.DOC_KINDS`).
         target_tokens: pad every set with neutral filler to about this many approximate tokens
             (words x 1.3) in total; None = no filler (about 500-700 tokens per 5-document set).
         filler: False never pads, even with ``target_tokens``.

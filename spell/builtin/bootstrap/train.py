@@ -3,7 +3,7 @@
 A stage draws examples from a seeded source, groups them by length into padded batches of about
 ``batch_tokens`` tokens, and takes ``steps`` AdamW steps (linear warm-up, cosine decay to 10%). The loss is
 the mean cross-entropy over the masked target tokens (assistant turns of a chat); logits are computed only at
-those positions. Chats are tokenized exactly as inference does (:func:`spell.engine.base.encode_chat_prompt`).
+those positions. Chats are tokenized exactly as inference does (:func:`spell.rl.engine.base.encode_chat_prompt`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from spell.bootstrap.synthetic import Example
-from spell.bootstrap.transcripts import Transcript
-from spell.tiny import IM_END, IM_START
+from spell.builtin.bootstrap.synthetic import Example
+from spell.builtin.bootstrap.transcripts import Transcript
+from spell.builtin.tiny import IM_END, IM_START
 
 logger = logging.getLogger(__name__)
 

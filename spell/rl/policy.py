@@ -337,19 +337,16 @@ def collate(samples: Sequence[RoleSample], pad_id: int) -> dict[str, torch.Tenso
 
     Returns:
         ``input_ids`` [N, L] long, ``attention_mask`` [N, L] long (1 = real token), ``completion_mask``
-        [N, L] bool (True on completion tokens), ``advantages`` [N] float32; plus ``old_logprobs`` [N, L]
-        float32 aligned like :func:`sequence_logprobs` when every sample carries engine log-probs.
+        [N, L] bool (True on completion tokens), ``advantages`` [N] float32.
 
     Raises:
-        ValueError: an empty prompt, or ``old_logprobs`` whose length differs from the completion's.
+        ValueError: an empty prompt.
     """
     length = max((len(s.prompt_ids) + len(s.completion_ids) for s in samples), default=0)
     num = len(samples)
     input_ids = torch.full((num, length), pad_id, dtype=torch.long)
     attention_mask = torch.zeros(num, length, dtype=torch.long)
     completion_mask = torch.zeros(num, length, dtype=torch.bool)
-    with_old = num > 0 and all(s.old_logprobs is not None for s in samples)
-    old_logprobs = torch.zeros(num, length, dtype=torch.float32)
     for row, sample in enumerate(samples):
         if not sample.prompt_ids:
             raise ValueError(f"sample {row} ({sample.role}, group {sample.group_id}) has an empty prompt")
@@ -359,17 +356,9 @@ def collate(samples: Sequence[RoleSample], pad_id: int) -> dict[str, torch.Tenso
         input_ids[row, start:] = torch.tensor(ids, dtype=torch.long)
         attention_mask[row, start:] = 1
         completion_mask[row, completion_start:] = True
-        if with_old:
-            if len(sample.old_logprobs) != len(sample.completion_ids):
-                raise ValueError(f"sample {row}: {len(sample.old_logprobs)} old_logprobs for "
-                                 f"{len(sample.completion_ids)} completion tokens")
-            old_logprobs[row, completion_start:] = torch.tensor(sample.old_logprobs, dtype=torch.float32)
-    batch = {
+    return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "completion_mask": completion_mask,
         "advantages": torch.tensor([s.advantage for s in samples], dtype=torch.float32),
     }
-    if with_old:
-        batch["old_logprobs"] = old_logprobs
-    return batch

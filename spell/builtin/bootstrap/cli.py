@@ -1,8 +1,8 @@
 """``spell init-default``: rebuild the built-in tiny policy from scratch (issue 5), a one-time CPU job.
 
 The lead's ``spell/cli.py`` wires :func:`add_init_default_arguments` and :func:`run_init_default`. Every flag
-mirrors a :class:`~spell.bootstrap.config.BootstrapConfig` field; the defaults reproduce the shipped weights
-in ``spell/assets/default_policy`` (see its ``BOOTSTRAP.md`` for the command, times and measured numbers).
+mirrors a :class:`~spell.builtin.bootstrap.config.BootstrapConfig` field; the defaults reproduce the shipped weights
+in ``spell/builtin/assets/default_policy`` (see its ``BOOTSTRAP.md`` for the command, times and measured numbers).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from spell.bootstrap.config import QUICK, BootstrapConfig
+from spell.builtin.bootstrap.config import QUICK, BootstrapConfig
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def run_init_default(args: argparse.Namespace) -> int:
     # Idle OpenMP threads sleep instead of spinning: on a shared 2-core machine spinning made training 5x slower
     # (measured: 1.0K vs 5.3K tokens/s beside two busy processes). Read when torch loads, so set before importing it.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from spell.bootstrap.pipeline import measure_policy, run_bootstrap
+    from spell.builtin.bootstrap.pipeline import measure_policy, run_bootstrap
 
     if getattr(args, "measure_only", False):
         logger.info("%s", json.dumps(measure_policy(cfg, Path(cfg.out)), indent=1))
@@ -80,8 +80,8 @@ def run_init_default(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m spell.bootstrap.cli [options]`` (the same as ``spell init-default``)."""
-    from spell.metrics import setup_logging
+    """``python -m spell.builtin.bootstrap.cli [options]`` (the same as ``spell init-default``)."""
+    from spell.rl.metrics import setup_logging
 
     parser = argparse.ArgumentParser(prog="spell init-default", description=__doc__)
     add_init_default_arguments(parser)

@@ -30,7 +30,7 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-from spell.checkpoint import capture_rng_state, restore_rng_state
+from spell.rl.checkpoint import capture_rng_state, restore_rng_state
 
 COLLECTIVE_TIMEOUT = timedelta(hours=2)
 logger = logging.getLogger(__name__)
@@ -109,11 +109,6 @@ def _comm_device() -> torch.device:
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
-
-
-def all_reduce_sum(x: float | int) -> float:
-    """The sum of ``x`` over all ranks (float64); ``float(x)`` in a single process."""
-    return all_reduce_dict({"x": x})["x"]
 
 
 def all_reduce_dict(values: Mapping[str, float | int]) -> dict[str, float | int]:

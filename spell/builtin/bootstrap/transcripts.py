@@ -12,7 +12,7 @@ import json
 import random
 from dataclasses import dataclass
 
-from spell.bootstrap.worldqa import (
+from spell.builtin.bootstrap.worldqa import (
     QAItem,
     WorldSet,
     distractors,
@@ -20,6 +20,7 @@ from spell.bootstrap.worldqa import (
     kind_question,
     kinds_for,
 )
+from spell.builtin.world.build import TASKS
 from spell.parsing import parse_question
 from spell.prompts import Templates, join_documents
 from spell.prompts.questioner import MC_LETTERS, render_questioner_prompt
@@ -29,7 +30,6 @@ from spell.tasks.arith import safe_eval
 from spell.tasks.doc_mc import format_mc_question
 from spell.tasks.docmath import format_number
 from spell.types import MemoryExample, Question
-from spell.world.build import TASKS
 
 QUESTIONER_NUM_DOCS = 3  # the builtin preset's questioner.num_docs
 YES, NO = "Decision: [[YES]]", "Decision: [[NO]]"
