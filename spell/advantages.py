@@ -86,22 +86,74 @@ def questioner_advantages(
     raise AssertionError(f"unhandled scope {scope!r}")  # unreachable: AdvantageScope(scope) validated
 
 
-def assign_advantages(samples: list[RoleSample], questioner_scope: AdvantageScope | str = "per_task") -> None:
+def questioner_advantages_by_rank(
+    rewards_by_rank: Sequence[Sequence[float]],
+    tasks_by_rank: Sequence[Sequence[str]],
+    scope: AdvantageScope | str = "per_task",
+    eps: float = 1e-6,
+) -> list[list[float]]:
+    """Each rank's questioner advantages, normalised over the UNION of all ranks' questioner samples (Eq. 9).
+
+    Under data parallelism every rank builds part of the batch; Eq. 9's statistics span the whole batch, so
+    the z-score is taken over the ranks' samples concatenated in rank order, then split back. With one rank
+    this is :func:`questioner_advantages` itself.
+
+    Args:
+        rewards_by_rank: every rank's questioner rewards, indexed by rank (what ``all_gather_object`` returns).
+        tasks_by_rank: the task of each of those samples, same layout.
+        scope: ``per_task`` or ``batch``.
+        eps: added to the std.
+
+    Returns:
+        Every rank's advantages, indexed by rank, each in that rank's input order.
+
+    Example:
+        >>> by_rank = questioner_advantages_by_rank([[1.0], [0.0]], [["t"], ["t"]])  # mean .5, std sqrt(.5)
+        >>> [[round(a, 4) for a in rank] for rank in by_rank]  # not size-1 groups: (±.5) / .7071
+        [[0.7071], [-0.7071]]
+    """
+    if len(rewards_by_rank) != len(tasks_by_rank):
+        raise ValueError(f"questioner_advantages_by_rank: {len(rewards_by_rank)} reward lists "
+                         f"but {len(tasks_by_rank)} task lists")
+    union = questioner_advantages([r for rank in rewards_by_rank for r in rank],
+                                  [t for rank in tasks_by_rank for t in rank], scope, eps)
+    per_rank, start = [], 0
+    for rewards in rewards_by_rank:
+        per_rank.append(union[start: start + len(rewards)])
+        start += len(rewards)
+    return per_rank
+
+
+def assign_advantages(
+    samples: list[RoleSample],
+    questioner_scope: AdvantageScope | str = "per_task",
+    questioner_values: Sequence[float] | None = None,
+) -> None:
     """Fill ``sample.advantage`` for a whole mixed-role batch, in place (Eq. 8-9).
 
     Responders and verifiers are normalised within their ``group_id`` (Eq. 8); groups never mix roles, so a
-    verifier group may reuse a responder group's id. Questioners go through :func:`questioner_advantages`.
+    verifier group may reuse a responder group's id. Questioners go through :func:`questioner_advantages`,
+    unless their advantages were computed elsewhere (over all ranks: :func:`questioner_advantages_by_rank`).
 
     Args:
         samples: the batch; ``reward``, ``role``, ``task`` and ``group_id`` are read.
         questioner_scope: ``per_task`` or ``batch``.
+        questioner_values: the questioner samples' advantages in batch order; None computes them over
+            this batch.
+
+    Raises:
+        ValueError: if ``questioner_values`` does not have one value per questioner sample.
     """
     grouped = [s for s in samples if s.role != Role.QUESTIONER]
     group_keys = [(str(s.role), s.group_id) for s in grouped]
     for sample, advantage in zip(grouped, group_zscore([s.reward for s in grouped], group_keys)):
         sample.advantage = advantage
     questioners = [s for s in samples if s.role == Role.QUESTIONER]
-    que_rewards, que_tasks = [s.reward for s in questioners], [s.task for s in questioners]
-    que_advantages = questioner_advantages(que_rewards, que_tasks, questioner_scope)
-    for sample, advantage in zip(questioners, que_advantages):
+    if questioner_values is None:
+        questioner_values = questioner_advantages([s.reward for s in questioners], [s.task for s in questioners],
+                                                  questioner_scope)
+    if len(questioner_values) != len(questioners):
+        raise ValueError(f"assign_advantages: {len(questioner_values)} questioner advantages "
+                         f"for {len(questioners)} questioner samples")
+    for sample, advantage in zip(questioners, questioner_values):
         sample.advantage = advantage

@@ -1,4 +1,4 @@
-"""``spell`` command line: train, validate, print-config, eval, world build.
+"""``spell`` command line: train, validate, print-config, eval, export, world build, init-default.
 
 ``spell train [--config NAME|PATH] [key=value ...]``; with neither ``--config`` nor ``model.path`` given it
 runs the built-in CPU default (preset ``builtin``). ``spell train --resume DIR`` continues a run from its
@@ -92,6 +92,18 @@ def cmd_init_default(args: argparse.Namespace) -> int:
     return run_init_default(args)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from spell.rl.checkpoint import latest_checkpoint
+    from spell.rl.export import export_checkpoint
+
+    ckpt = Path(args.checkpoint)
+    if not (ckpt / "state.json").is_file():  # a run folder: its latest complete checkpoint
+        ckpt = latest_checkpoint(ckpt) or ckpt
+    export_checkpoint(ckpt, args.out, adapter_only=args.adapter_only, base_model=args.base_model)
+    logger.info("wrote %s (from %s)", args.out, ckpt)
+    return 0
+
+
 def cmd_world_build(args: argparse.Namespace) -> int:
     from spell.builtin.world import run_world_build
 
@@ -121,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_arguments(evaluate)
     evaluate.set_defaults(func=cmd_eval)
+
+    export = sub.add_parser("export", help="write a checkpoint as a Hugging Face model folder (LoRA: merged)")
+    export.add_argument("checkpoint", help="a checkpoints/step_XXXXXX folder, or a run folder (its latest)")
+    export.add_argument("--out", required=True, help="the folder to write (new or empty)")
+    export.add_argument("--adapter-only", action="store_true", help="LoRA: write the PEFT adapter, not merged")
+    export.add_argument("--base-model", help="LoRA: the base model folder, if the run's model.path moved")
+    export.set_defaults(func=cmd_export)
 
     init = sub.add_parser("init-default", help="rebuild the built-in tiny policy (one-time CPU job, not for CI)")
     from spell.builtin.bootstrap.cli import add_init_default_arguments

@@ -4,22 +4,26 @@ Rounds run until ``train.batch_groups`` responder groups with non-zero reward va
 ``train.max_rounds`` is reached (then the step goes on with what it has, and says so in the metrics).
 The history memory is updated after each round's rewards. The batch mixes the three roles: kept responder
 groups, their questioner samples plus stratified negatives, and a quota of trainable verifier groups;
-role-specific advantages are then attached (Eq. 8-9).
+role-specific advantages are then attached (Eq. 8-9). Under torchrun each rank builds its own part of the batch,
+but the two batch-level statistics span all ranks (one ``all_gather_object`` per step): the questioner z-score
+(Eq. 9) and the verifier quota, so N ranks x B groups update like 1 rank x N*B groups.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from spell.advantages import assign_advantages
+from spell.advantages import assign_advantages, questioner_advantages_by_rank
 from spell.config import SpellConfig
 from spell.data import TaskBalancedSampler
 from spell.rewards import verifier_group_trainable
-from spell.sampling import draw_questioner_negatives, draw_verifier_groups
+from spell.rl import distributed
+from spell.sampling import draw_questioner_negatives, draw_verifier_groups_by_rank
 from spell.selfplay import QuestionRecord, SelfPlayContext, run_generation_round, verifier_rewards_for
 from spell.types import MemoryExample, QuestionStatus, Role, RoleSample, Verdict
 
@@ -61,21 +65,68 @@ def collect_experience(ctx: SelfPlayContext, sampler: TaskBalancedSampler) -> Ex
         logger.warning("collected %d/%d responder groups in %d rounds; updating with what was collected",
                        len(kept), cfg.train.batch_groups, num_rounds)
     kept = kept[: cfg.train.batch_groups]  # spec step 11: keep the first N groups
-
-    samples = responder_samples(kept)
-    num_responder = len(samples)
-    if cfg.questioner.enable_update:
-        samples += questioner_samples(kept, records, ctx, cfg)
-    if cfg.verifier.enable and cfg.verifier.enable_update:
-        drawn = draw_verifier_groups(verifier_pool, num_responder, cfg.verifier.update_ratio,
-                                     cfg.verifier.num_votes, ctx.rng)
-        samples += verifier_samples(drawn, cfg)
-    # Deviation: spec §7.1 Eq. 9 - under torchrun the questioner z-score spans this rank's batch, not the union
-    assign_advantages(samples, cfg.questioner.advantage_scope)
+    samples = build_batch(kept, records, verifier_pool, ctx)
     metrics = rollout_metrics(records, kept, samples, verifier_pool, cfg)
     metrics.update({"rounds/num_rounds": num_rounds, "rounds/hit_limit": float(len(kept) < cfg.train.batch_groups),
                     "memory/size": len(ctx.memory), "memory/num_keys": ctx.memory.num_keys()})
     return Experience(samples, records, metrics)
+
+
+def build_batch(kept: Sequence[QuestionRecord], records: Sequence[QuestionRecord],
+                verifier_pool: Sequence[tuple[QuestionRecord, int]], ctx: SelfPlayContext) -> list[RoleSample]:
+    """Spec steps 11-14: the kept responder groups, questioner samples, the verifier draw, then advantages.
+
+    The verifier quota and the questioner z-score (Eq. 9) are batch-level: under torchrun both span every
+    rank's part of the batch (one gather), so N ranks x B groups update like one process with N*B groups.
+    """
+    cfg = ctx.cfg
+    samples = responder_samples(kept, ctx.temperature)
+    if cfg.questioner.enable_update:
+        samples += questioner_samples(kept, records, ctx, cfg)
+    ranks = gather_rank_batches(samples, verifier_pool, ctx)
+    if cfg.verifier.enable and cfg.verifier.enable_update:
+        samples += verifier_samples(draw_verifier_share(verifier_pool, ranks, ctx), cfg, ctx.temperature)
+    que_advantages = questioner_advantages_by_rank([r.questioner_rewards for r in ranks],
+                                                   [r.questioner_tasks for r in ranks], cfg.questioner.advantage_scope)
+    assign_advantages(samples, cfg.questioner.advantage_scope, que_advantages[distributed.dist_info().rank])
+    return samples
+
+
+@dataclass(frozen=True)
+class RankBatch:
+    """What the batch-level statistics need from one rank's part of the batch (gathered from every rank)."""
+
+    num_responder: int  # responder sequences
+    verifier_pool_size: int  # trainable verifier groups
+    questioner_rewards: list[float]  # in batch order
+    questioner_tasks: list[str]
+    verifier_seed: int | None  # rank 0's seeds the verifier draw all ranks share; None elsewhere and in one process
+
+
+def gather_rank_batches(samples: Sequence[RoleSample], verifier_pool: Sequence,
+                        ctx: SelfPlayContext) -> list[RankBatch]:
+    """Every rank's :class:`RankBatch`, indexed by rank (one collective; ``[mine]`` in a single process)."""
+    info = distributed.dist_info()
+    questioners = [s for s in samples if s.role == Role.QUESTIONER]
+    # Rank 0's self-play RNG is checkpointed with rank 0, so a resumed run draws the same seed again.
+    seed = ctx.rng.getrandbits(64) if info.enabled and info.is_main else None
+    mine = RankBatch(sum(s.role == Role.RESPONDER for s in samples), len(verifier_pool),
+                     [s.reward for s in questioners], [str(s.task) for s in questioners], seed)
+    return distributed.gather_objects(mine)
+
+
+def draw_verifier_share(verifier_pool: Sequence[tuple[QuestionRecord, int]], ranks: Sequence[RankBatch],
+                        ctx: SelfPlayContext) -> list[tuple[QuestionRecord, int]]:
+    """This rank's groups of the verifier draw over all ranks' pools (spec §3 step 13; quota from the global count).
+
+    One process draws from ``ctx.rng`` exactly as :func:`spell.sampling.draw_verifier_groups` does. Under
+    torchrun every rank draws with ``random.Random(rank 0's seed)``, so all ranks agree on the union draw.
+    """
+    cfg = ctx.cfg
+    rng = ctx.rng if len(ranks) == 1 else random.Random(ranks[0].verifier_seed)
+    drawn = draw_verifier_groups_by_rank([r.verifier_pool_size for r in ranks], [r.num_responder for r in ranks],
+                                         cfg.verifier.update_ratio, cfg.verifier.num_votes, rng)
+    return [verifier_pool[i] for i in drawn[distributed.dist_info().rank]]
 
 
 def draw_round(sampler: TaskBalancedSampler, ctx: SelfPlayContext) -> list:
@@ -114,11 +165,11 @@ def trainable_verifier_groups(records: Sequence[QuestionRecord], cfg: SpellConfi
     return groups
 
 
-def responder_samples(kept: Sequence[QuestionRecord]) -> list[RoleSample]:
-    """G responder sequences per kept group; group_id = the question uid."""
+def responder_samples(kept: Sequence[QuestionRecord], temperature: float) -> list[RoleSample]:
+    """G responder sequences per kept group, sampled at ``temperature``; group_id = the question uid."""
     return [
         RoleSample(Role.RESPONDER, r.docset.task, r.uid, tuple(r.responder_prompt_ids), c.token_ids, reward,
-                   meta={"index": i})
+                   meta={"index": i}, temperature=temperature)
         for r in kept for i, (c, reward) in enumerate(zip(r.responses, r.rewards, strict=True))
     ]
 
@@ -134,19 +185,21 @@ def questioner_samples(kept: Sequence[QuestionRecord], records: Sequence[Questio
     negatives = draw_questioner_negatives(good_counts, pool, cfg.questioner.bad_case_ratio, ctx.rng)
     return [
         RoleSample(Role.QUESTIONER, r.docset.task, r.uid, tuple(r.prompt_ids), r.completion.token_ids,
-                   r.questioner_reward, meta={"status": str(r.status)})
+                   r.questioner_reward, meta={"status": str(r.status)}, temperature=ctx.temperature)
         for r in [*kept, *negatives]
     ]
 
 
-def verifier_samples(groups: Sequence[tuple[QuestionRecord, int]], cfg: SpellConfig) -> list[RoleSample]:
-    """G_v verdict sequences per drawn group; group_id = question uid / answer index."""
+def verifier_samples(groups: Sequence[tuple[QuestionRecord, int]], cfg: SpellConfig,
+                     temperature: float) -> list[RoleSample]:
+    """G_v verdict sequences per drawn group, sampled at ``temperature``; group_id = question uid / answer index."""
     samples = []
     for record, i in groups:
         rewards = verifier_rewards_for(record, i, cfg.rewards.invalid_verdict)
         for completion, reward in zip(record.verdict_completions[i], rewards, strict=True):
             samples.append(RoleSample(Role.VERIFIER, record.docset.task, f"{record.uid}/{i}",
-                                      tuple(record.verifier_prompt_ids[i]), completion.token_ids, reward))
+                                      tuple(record.verifier_prompt_ids[i]), completion.token_ids, reward,
+                                      temperature=temperature))
     return samples
 
 

@@ -157,3 +157,25 @@ class HistoryMemory:
                 for e in item["examples"]
             )
             self._entries[_key(item["docset_id"], item["task"])] = deque(examples, maxlen=self.size)
+
+
+def merge_memory_states(states: list[dict]) -> dict:
+    """One :meth:`HistoryMemory.state_dict` holding the entries of several (e.g. one per saved rank).
+
+    Ranks play disjoint document sets, so their keys are disjoint; a key held by several states (a task with
+    fewer sets than ranks is played by every rank) keeps the first state's entries.
+
+    >>> entry = lambda docset_id, examples: {"task": "t", "docset_id": docset_id, "examples": examples}
+    >>> a, b = {"size": 3, "entries": [entry("x", [])]}, {"size": 3, "entries": [entry("x", [1]), entry("y", [])]}
+    >>> [(e["docset_id"], e["examples"]) for e in merge_memory_states([a, b])["entries"]]
+    [('x', []), ('y', [])]
+    """
+    if not states:
+        raise ValueError("merge_memory_states: no states to merge")
+    merged = {key: value for key, value in states[0].items() if key != "entries"}
+    seen: dict[tuple[str, str], dict] = {}
+    for state in states:
+        for entry in state["entries"]:
+            seen.setdefault((str(entry["task"]), str(entry["docset_id"])), entry)
+    merged["entries"] = list(seen.values())
+    return merged

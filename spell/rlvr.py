@@ -66,7 +66,7 @@ def collect_rlvr_experience(ctx: SelfPlayContext, sampler: TaskBalancedSampler,
         records.extend(batch)
         kept.extend(r for r in batch if r.status == QuestionStatus.VALID and r.rewards)
     kept = kept[: cfg.train.batch_groups]
-    samples = responder_samples(kept)
+    samples = responder_samples(kept, ctx.temperature)
     assign_advantages(samples, cfg.questioner.advantage_scope)
     metrics = rollout_metrics(records, kept, samples, [], cfg)
     metrics.update({"rounds/num_rounds": num_rounds, "rounds/hit_limit": float(len(kept) < cfg.train.batch_groups)})

@@ -1,8 +1,8 @@
 """Role-specific dynamic sampling: which rollouts enter the training batch (paper §3.3, spec §3 steps 9-13, §6).
 
 Responder groups are kept when their rewards vary; questioner negatives are drawn per task to match the
-positives; verifier groups are drawn to a fixed quota. Every draw takes an injected ``random.Random`` so a
-seeded run is reproducible. Stdlib only.
+positives; verifier groups are drawn to a fixed quota (counted over all ranks under torchrun). Every draw takes
+an injected ``random.Random`` so a seeded run is reproducible. Stdlib only.
 """
 
 from __future__ import annotations
@@ -98,3 +98,41 @@ def draw_verifier_groups(
         logger.debug("verifier update skipped: %d trainable groups < quota %d", len(groups), quota)
         return []
     return rng.sample(list(groups), quota)
+
+
+def draw_verifier_groups_by_rank(
+    pool_sizes: Sequence[int],
+    responder_counts: Sequence[int],
+    update_ratio: float,
+    votes_per_group: int,
+    rng: random.Random,
+) -> list[list[int]]:
+    """The verifier draw of :func:`draw_verifier_groups` over the UNION of all ranks' pools (data parallel).
+
+    The quota comes from the global responder count, the skip rule looks at the global pool, and ``quota``
+    groups are drawn uniformly without replacement from the pools concatenated in rank order; each rank then
+    keeps the drawn groups it owns. Every rank must call this with the same arguments and an ``rng`` in the
+    same state, so all ranks agree on the draw. With one rank the draw equals ``draw_verifier_groups`` on
+    that rank's pool with the same ``rng`` (``random.sample`` depends only on the population's length).
+
+    Args:
+        pool_sizes: every rank's number of trainable verifier groups, indexed by rank.
+        responder_counts: every rank's responder sequences in this step's batch, indexed by rank.
+        update_ratio: verifier sequences per responder sequence.
+        votes_per_group: G_v, the votes (sequences) in one verifier group.
+        rng: the random source, in the same state on every rank.
+
+    Returns:
+        For every rank, the indices into its own pool of the groups it trains on, in draw order.
+
+    Example:
+        >>> # global quota int((4 + 4) * 1.0 / 4) = 2 of 1 + 1 groups: each rank keeps its own
+        >>> draw_verifier_groups_by_rank([1, 1], [4, 4], 1.0, 4, random.Random(0))
+        [[0], [0]]
+    """
+    if len(pool_sizes) != len(responder_counts):
+        raise ValueError(f"draw_verifier_groups_by_rank: {len(pool_sizes)} pool sizes "
+                         f"but {len(responder_counts)} responder counts")
+    union = [(rank, index) for rank, size in enumerate(pool_sizes) for index in range(size)]
+    drawn = draw_verifier_groups(union, sum(responder_counts), update_ratio, votes_per_group, rng)
+    return [[index for owner, index in drawn if owner == rank] for rank in range(len(pool_sizes))]

@@ -90,8 +90,16 @@ class SelfPlayContext:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    @property
+    def temperature(self) -> float:
+        """The temperature every rollout of a round is drawn at (all roles share ``sampling.temperature``).
+
+        Every trained sample records it as ``RoleSample.temperature``, so its log-probs are taken at it too.
+        """
+        return self.cfg.sampling.temperature
+
     def sampling(self, max_new_tokens: int) -> SamplingParams:
-        return SamplingParams(self.cfg.sampling.temperature, self.cfg.sampling.top_p, max_new_tokens)
+        return SamplingParams(self.temperature, self.cfg.sampling.top_p, max_new_tokens)
 
 
 def run_generation_round(docsets: Sequence[DocSet], ctx: SelfPlayContext) -> list[QuestionRecord]:

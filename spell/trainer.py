@@ -11,6 +11,8 @@ gradients are summed over ranks before the one optimizer step; rank 0 alone logs
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import math
 import random
@@ -25,13 +27,14 @@ from spell.config import ConfigError, SpellConfig, config_to_dict, config_to_yam
 from spell.data import TaskBalancedSampler, load_docsets
 from spell.experience import SUMMED_METRICS, collect_experience, sample_dump
 from spell.heldout import heldout_metrics, load_heldout
-from spell.memory import HistoryMemory
+from spell.memory import HistoryMemory, merge_memory_states
 from spell.rl import distributed
 from spell.rl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from spell.rl.engine import Engine, build_engine
 from spell.rl.losses import grpo_loss
 from spell.rl.metrics import MetricLogger, dump_samples, pop_timings, progress, stage_timer
 from spell.rl.policy import autocast_dtype, collate, load_policy, pack_micro_batches, resolve_device, sequence_logprobs
+from spell.rl.sharding import copy_full_weights, full_tensor, gradient_scale, set_gradient_sync, shard_policy
 from spell.rlvr import collect_rlvr_experience, load_labelled
 from spell.selfplay import SelfPlayContext
 from spell.types import EngineKind, Role, RoleSample, TrainMode
@@ -78,6 +81,9 @@ class Trainer:
         if self.dist.enabled and engine_factory is None and cfg.engine.kind == EngineKind.VLLM:
             raise ConfigError("engine.kind=vllm is not supported under torchrun yet (vLLM would join torchrun's "
                               "process group). Fix: engine.kind=hf for multi-rank runs, or run one process")
+        if engine_factory is None and cfg.engine.kind == EngineKind.VLLM and cfg.model.lora_rank > 0:
+            raise ConfigError("engine.kind=vllm with model.lora_rank > 0 is not supported yet (vLLM would need the "
+                              "merged weights after every update). Fix: engine.kind=hf")
         self.labelled = None
         if cfg.train.mode == TrainMode.RLVR:  # the baseline trains on labelled questions, never on raw docsets
             self.docsets, self.labelled = load_labelled(cfg.data.labelled_files, cfg.data.tasks)
@@ -89,13 +95,25 @@ class Trainer:
         check_model_folder(cfg.model.path)
 
     def _setup_model(self) -> None:
-        """The policy (identical on every rank) and, with a KL term, the frozen reference."""
-        self.device = resolve_device(self.cfg.train.device)
-        self.autocast = autocast_dtype(self.cfg.model.dtype, self.device)  # bf16 compute, fp32 master weights
-        self.model, self.tokenizer = load_policy(self.cfg.model, self.device)
+        """The policy (identical on every rank; FSDP2-sharded under torchrun), the unsharded replica the engine
+        samples from, and with a KL term the frozen reference (LoRA: the policy with its adapter off)."""
+        cfg = self.cfg
+        self.device = resolve_device(cfg.train.device)
+        compute = autocast_dtype(cfg.model.dtype, self.device)  # bf16 compute, fp32 master weights on a GPU
+        self.model, self.tokenizer = load_policy(cfg.model, self.device, seed=cfg.train.seed)
         distributed.broadcast_parameters(self.model)
         self.model.train()
-        self.ref_model = self._load_reference() if self.cfg.grpo.kl_coef > 0 else None
+        self.rollout_model = self.model  # one process: the engine samples from the policy object itself
+        lora = cfg.model.lora_rank > 0
+        self.ref_model = self._load_reference() if cfg.grpo.kl_coef > 0 and not lora else None
+        self.autocast = compute
+        if self.dist.enabled:
+            self.rollout_model = copy.deepcopy(self.model).requires_grad_(False).to(compute or torch.float32)
+            shard_policy(self.model, self.device, self.dist.world_size, compute_dtype=compute,
+                         cpu_offload=cfg.train.fsdp_cpu_offload)
+            if self.ref_model is not None:
+                shard_policy(self.ref_model, self.device, self.dist.world_size, compute_dtype=compute)
+            self.autocast = None  # FSDP2's MixedPrecisionPolicy casts instead of autocast
 
     def _setup_optimizer(self) -> None:
         """AdamW over the trainable parameters, with a linear warm-up schedule."""
@@ -112,7 +130,7 @@ class Trainer:
         cfg = self.cfg
         factory = engine_factory or (
             lambda model, tokenizer: build_engine(cfg.engine, model, tokenizer, seed=cfg.train.seed))
-        self.engine = factory(self.model, self.tokenizer)
+        self.engine = factory(self.rollout_model, self.tokenizer)
 
     def _setup_selfplay_state(self) -> None:
         """History memory, this rank's document-set sampler and the self-play RNG."""
@@ -163,7 +181,7 @@ class Trainer:
         with stage_timer("update"):
             stats = self.update_policy(experience.samples)
         with stage_timer("sync_weights"):
-            self.engine.sync_weights(self.model)
+            self._sync_engine()
         heldout = self.evaluate() if self._eval_due(step) else {}
         # rollout numbers: counts summed, rates/means averaged over ranks; train/* are already global
         rollout = distributed.reduce_metrics({**experience.metrics, **pop_timings()}, SUMMED_METRICS)
@@ -177,6 +195,12 @@ class Trainer:
                 dump_samples(self.output_dir / "samples" / f"step_{step:06d}.jsonl", records)
         return metrics
 
+    def _sync_engine(self) -> None:
+        """Hand the updated policy to the engine (sharded: gather it into the rollout replica first)."""
+        if self.rollout_model is not self.model:
+            copy_full_weights(self.model, self.rollout_model, self.device)
+        self.engine.sync_weights(self.rollout_model)
+
     def evaluate(self) -> dict[str, float]:
         """Held-out accuracy (``heldout/*``) of the current policy; rank 0 only."""
         with stage_timer("heldout_eval"):
@@ -189,7 +213,12 @@ class Trainer:
 
     # ---- the update ----------------------------------------------------------------------------------
     def update_policy(self, samples: list[RoleSample]) -> dict[str, float]:
-        """One optimizer step over the whole mixed batch (token-mean over all completion tokens of all ranks)."""
+        """One optimizer step over the whole mixed batch (token-mean over all completion tokens of all ranks).
+
+        Under FSDP2 every rank must run the same number of forward/backward passes (each all-gathers the
+        layers' shards), so ranks with fewer micro-batches run zero-weighted filler ones; gradients are
+        reduce-scattered in the last backward only.
+        """
         cfg = self.cfg.grpo
         samples = [s for s in samples if s.completion_ids]
         counts = {"train/num_sequences": len(samples), "train/num_tokens": sum(len(s.completion_ids) for s in samples)}
@@ -200,45 +229,57 @@ class Trainer:
         if num_tokens == 0:
             logger.warning("empty batch: no trainable samples this step, skipping the update")
             return {**stats, "train/loss": math.nan, "train/grad_norm": math.nan, "train/skipped": 1.0}
-        totals = {"pg_loss_sum": 0.0, "clip_frac_sum": 0.0, "kl_sum": 0.0, "entropy_sum": 0.0}
-        loss_total = 0.0
-        pad_id = self.tokenizer.pad_token_id
-        lengths = [len(s.prompt_ids) + len(s.completion_ids) for s in samples]
+        micro_batches = pack_micro_batches([len(s.prompt_ids) + len(s.completion_ids) for s in samples],
+                                           cfg.micro_batch_tokens)
+        num_micro = int(distributed.all_reduce_dict({"n": len(micro_batches)}, op="max")["n"])
+        totals = dict.fromkeys(("loss", "pg_loss_sum", "clip_frac_sum", "kl_sum", "entropy_sum"), 0.0)
         self.optimizer.zero_grad(set_to_none=True)
-        for indices in pack_micro_batches(lengths, cfg.micro_batch_tokens):
-            batch = {k: v.to(self.device) for k, v in collate([samples[i] for i in indices], pad_id).items()}
-            with torch.autocast(self.device.type, self.autocast or torch.float32, enabled=self.autocast is not None):
-                logprobs, entropy = sequence_logprobs(self.model, batch["input_ids"], batch["attention_mask"],
-                                                      batch["completion_mask"], cfg.logprob_chunk_tokens, True)
-            ref = self._reference_logprobs(batch) if self.ref_model is not None else None
-            loss, micro = grpo_loss(
-                logprobs, logprobs.detach(), batch["advantages"], batch["completion_mask"],
-                clip_low=cfg.clip_low, clip_high=cfg.clip_high, num_tokens_total=num_tokens, ref_logprobs=ref,
-                kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy=entropy, entropy_coef=cfg.entropy_coef)
-            loss.backward()
-            loss_total += loss.item()
-            for key in totals:
-                totals[key] += micro.get(key, 0.0)
-        # A rank with no samples joins with zero gradients. Deviation: spec §7.2 - with several ranks a parameter
-        # that got no gradient anywhere gets a zero one, so AdamW still applies weight decay to it.
-        distributed.all_reduce_gradients(self.model)
-        totals = distributed.all_reduce_dict({**totals, "loss": loss_total})
-        loss_total = totals["loss"]
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        for index in range(num_micro):
+            set_gradient_sync(self.model, index == num_micro - 1)
+            if index < len(micro_batches):
+                micro = self._micro_step([samples[i] for i in micro_batches[index]], num_tokens)
+                for key in totals:
+                    totals[key] += micro.get(key, 0.0)
+            else:  # lockstep filler for FSDP2: a real forward/backward whose loss is multiplied by 0
+                self._micro_step([self._filler_sample()], num_tokens, weight=0.0)
+        totals = distributed.all_reduce_dict(totals)
+        grad_norm = float(full_tensor(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)))
         stats["train/lr"] = self.scheduler.get_last_lr()[0]  # the rate this update uses
-        finite = bool(torch.isfinite(grad_norm))  # identical on every rank after the all-reduce
+        finite = math.isfinite(grad_norm)  # a global norm: identical on every rank
         if finite:
             self.optimizer.step()
         else:
-            logger.warning("non-finite gradient norm %s: update skipped, weights unchanged", float(grad_norm))
+            logger.warning("non-finite gradient norm %s: update skipped, weights unchanged", grad_norm)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        stats.update({"train/loss": loss_total, "train/grad_norm": float(grad_norm),
+        stats.update({"train/loss": totals["loss"], "train/grad_norm": grad_norm,
                       "train/skipped": 0.0 if finite else 1.0,
                       "train/pg_loss": totals["pg_loss_sum"] / num_tokens,
                       "train/clip_frac": totals["clip_frac_sum"] / num_tokens,
                       "train/kl": totals["kl_sum"] / num_tokens, "train/entropy": totals["entropy_sum"] / num_tokens})
         return stats
+
+    def _micro_step(self, micro: list[RoleSample], num_tokens: int, weight: float = 1.0) -> dict[str, float]:
+        """Forward + backward of one micro-batch; its loss is a share of the global token-mean (Eq. 10)."""
+        cfg = self.cfg.grpo
+        batch = {k: v.to(self.device) for k, v in collate(micro, self.tokenizer.pad_token_id).items()}
+        with torch.autocast(self.device.type, self.autocast or torch.float32, enabled=self.autocast is not None):
+            logprobs, entropy = sequence_logprobs(self.model, batch["input_ids"], batch["attention_mask"],
+                                                  batch["completion_mask"], cfg.logprob_chunk_tokens, True,
+                                                  temperature=batch["temperatures"])
+        ref = self._reference_logprobs(batch) if cfg.kl_coef > 0 else None
+        loss, stats = grpo_loss(
+            logprobs, logprobs.detach(), batch["advantages"], batch["completion_mask"],
+            clip_low=cfg.clip_low, clip_high=cfg.clip_high, num_tokens_total=num_tokens, ref_logprobs=ref,
+            kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy=entropy, entropy_coef=cfg.entropy_coef)
+        # FSDP2 averages gradients over ranks; the loss already divides by the global token count: scale back
+        (loss * (weight * gradient_scale(self.model, self.dist.world_size))).backward()
+        return {**stats, "loss": loss.item()}
+
+    def _filler_sample(self) -> RoleSample:
+        """One pad token answering one pad token: the smallest batch that runs every layer."""
+        pad = self.tokenizer.pad_token_id
+        return RoleSample(Role.RESPONDER, self.cfg.data.tasks[0], "filler", (pad,), (pad,), 0.0)
 
     def _load_reference(self) -> torch.nn.Module:
         reference, _ = load_policy(self.cfg.model, self.device)
@@ -246,9 +287,13 @@ class Trainer:
         return reference
 
     def _reference_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        with torch.no_grad():
-            ref, _ = sequence_logprobs(self.ref_model, batch["input_ids"], batch["attention_mask"],
-                                       batch["completion_mask"], self.cfg.grpo.logprob_chunk_tokens)
+        """log pi_ref: the frozen reference model, or with LoRA the policy with its adapter switched off."""
+        reference = self.ref_model if self.ref_model is not None else self.model
+        adapter_off = self.model.disable_adapter() if self.ref_model is None else contextlib.nullcontext()
+        with torch.no_grad(), adapter_off:
+            ref, _ = sequence_logprobs(reference, batch["input_ids"], batch["attention_mask"],
+                                       batch["completion_mask"], self.cfg.grpo.logprob_chunk_tokens,
+                                       temperature=batch["temperatures"])
         return ref
 
     # ---- state ---------------------------------------------------------------------------------------
@@ -264,16 +309,13 @@ class Trainer:
         """``state.json``: per-rank states as ``ranks[r]``, gathered by :meth:`save`."""
         return {"step": step, "world_size": self.dist.world_size, "ranks": ranks, "config": config_to_yaml(self.cfg)}
 
-    def save(self, step: int) -> Path | None:
-        """Every rank calls this; rank 0 writes the checkpoint (returned; None on other ranks)."""
-        path = None
+    def save(self, step: int) -> Path:
+        """Every rank calls this: each writes its model/optimizer shard, rank 0 the rest (see spell.rl.checkpoint)."""
         with stage_timer("checkpoint"):
             ranks = distributed.gather_to_main(self.rank_state())
-            if self.dist.is_main:
-                path = save_checkpoint(self.output_dir, step, self.model, self.tokenizer, self.optimizer,
-                                       self.scheduler, self.state(step, ranks), self.cfg.train.keep_last_checkpoints)
-                logger.info("saved checkpoint %s", path)
-            distributed.barrier()
+            state = self.state(step, ranks) if self.dist.is_main else {}
+            path = save_checkpoint(self.output_dir, step, self.model, self.tokenizer, self.optimizer,
+                                   self.scheduler, state, self.cfg.train.keep_last_checkpoints)
         return path
 
     def _restore(self, path: Path) -> None:
@@ -281,12 +323,19 @@ class Trainer:
         if ckpt is None:
             raise FileNotFoundError(f"--resume {path}: no complete checkpoint found under {path}/checkpoints; "
                                     "start without --resume or point at a run's output_dir")
-        state = load_checkpoint(ckpt, self.model, self.optimizer, self.scheduler)
+        state = load_checkpoint(ckpt, self.model, self.optimizer, self.scheduler)  # DCP reshards to this run
+        self.start_step = int(state["step"])
         saved_world = int(state.get("world_size", 1))
-        if saved_world != self.dist.world_size:
-            raise CheckpointError(f"{ckpt} was saved by {saved_world} rank(s) but this run has "
-                                  f"{self.dist.world_size}. Fix: resume with torchrun --nproc_per_node {saved_world}")
-        mine = state["ranks"][self.dist.rank] if "ranks" in state else state  # older checkpoints: top level
+        ranks = state["ranks"] if "ranks" in state else [state]  # older checkpoints: one rank at top level
+        if saved_world == self.dist.world_size:
+            self._restore_rank_state(ranks[self.dist.rank], ckpt)
+        else:
+            self._redistribute_rank_states(ranks, saved_world)
+        self._sync_engine()  # an engine with its own weights (replica, vLLM) must sample the restored policy
+        logger.info("resumed from %s at step %d", ckpt, self.start_step)
+
+    def _restore_rank_state(self, mine: dict, ckpt: Path) -> None:
+        """Same world size: this rank's memory, sampler and RNGs exactly as saved."""
         self.memory.load_state_dict(mine["memory"])
         try:
             self.sampler.load_state_dict(mine["sampler"])
@@ -295,9 +344,23 @@ class Trainer:
         self.rng.setstate(_rng_from_json(mine["selfplay_rng"]))
         if "rng" in mine:
             distributed.restore_rank_rng(mine["rng"])  # rng.pt holds rank 0's generators; each rank gets its own back
-        self.start_step = int(state["step"])
-        self.engine.sync_weights(self.model)  # an engine with its own weights (vLLM) must sample the restored policy
-        logger.info("resumed from %s at step %d", ckpt, self.start_step)
+
+    def _redistribute_rank_states(self, ranks: list[dict], saved_world: int) -> None:
+        """Another world size: every saved rank's history memory is merged and each rank keeps the entries of
+        the document sets in its new shard (none is lost); samplers and RNG streams restart, seeded from
+        ``train.seed``, the rank and the step (the old per-rank streams have no counterpart)."""
+        reseed = self.seed + 1_000_003 * self.start_step
+        seed_everything(reseed)
+        shard = distributed.shard_docsets(self.docsets, self.cfg.data.tasks, self.dist.rank, self.dist.world_size)
+        self.sampler = TaskBalancedSampler(shard, self.cfg.data.tasks, seed=reseed)
+        self.rng.seed(f"{reseed}/selfplay")
+        merged = merge_memory_states([r["memory"] for r in ranks])
+        mine = {d.id for d in shard}
+        merged["entries"] = [e for e in merged["entries"] if e["docset_id"] in mine]
+        self.memory.load_state_dict(merged)
+        logger.warning("resumed a %d-rank checkpoint on %d rank(s): weights, optimizer, schedule and %d history "
+                       "memory entries carried over; document-set samplers and RNG streams restarted",
+                       saved_world, self.dist.world_size, len(merged["entries"]))
 
 
 def _rng_to_json(state: tuple) -> list:

@@ -149,6 +149,9 @@ class RoleSample:
         reward: the role-specific scalar reward.
         advantage: the role-specific advantage (set later).
         meta: free-form details for sample dumps (status, texts, votes ...); never used by the loss.
+        temperature: the sampling temperature its completion was drawn at; training log-probs divide logits
+            by it, so they score the distribution that sampled (``<= 0``, greedy, is scored at 1, see
+            :func:`spell.rl.policy.sequence_logprobs`).
     """
 
     role: Role
@@ -159,6 +162,7 @@ class RoleSample:
     reward: float
     advantage: float = 0.0
     meta: dict = field(default_factory=dict)
+    temperature: float = 1.0
 
 
 # ---- configuration choices (used by pure functions, so they live here and not in spell/config/) ----

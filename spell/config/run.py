@@ -26,16 +26,29 @@ class ModelConfig:
             ``bfloat16`` / ``float16`` = pure low-precision weights (AdamW loses small updates).
         gradient_checkpointing: recompute activations in backward (authors: on). Saves memory, costs time.
         attn_implementation: passed to ``from_pretrained`` (``sdpa``, ``eager``, ``flash_attention_2``).
+        lora_rank: LoRA rank via PEFT; 0 = full fine-tune (verl ``model.lora_rank``). Only adapter weights
+            are trained, stored in checkpoints and updated by AdamW; the engine samples with them applied.
+        lora_alpha: LoRA scaling numerator (scale = alpha / rank; verl ``model.lora_alpha``).
+        target_modules: module names that get adapters; ``[all-linear]`` = every linear layer except the
+            output head (verl ``model.target_modules``).
     """
 
     path: str | None = None
     dtype: str = "auto"
     gradient_checkpointing: bool = False
     attn_implementation: str = "sdpa"
+    lora_rank: int = 0
+    lora_alpha: int = 16
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             _fail("model.dtype", self.dtype, "use one of auto, float32, bfloat16, float16")
+        if self.lora_rank < 0 or self.lora_alpha <= 0:
+            _fail("model.lora_rank/lora_alpha", (self.lora_rank, self.lora_alpha),
+                  "lora_rank must be >= 0 (0 = full fine-tune) and lora_alpha > 0")
+        if self.lora_rank and not self.target_modules:
+            _fail("model.target_modules", self.target_modules, "list module names, or [all-linear]")
 
 
 @dataclass
@@ -107,6 +120,8 @@ class TrainConfig:
         save_every_steps: checkpoint interval (authors 10); the final step is always saved.
         keep_last_checkpoints: how many checkpoints to keep (older ones are deleted).
         device: ``auto`` (cuda if available), ``cpu`` or ``cuda``.
+        fsdp_cpu_offload: under torchrun, keep the FSDP2-sharded parameters, gradients and AdamW state in host
+            memory (``CPUOffloadPolicy``; slower, for models whose training state does not fit the GPUs).
         mode: ``spell`` (self-play) or ``rlvr`` (the paper's baseline: responder-only GRPO on
             ``data.labelled_files`` with the rule reward; same trainer, update and checkpoints).
     """
@@ -118,6 +133,7 @@ class TrainConfig:
     save_every_steps: int = 10
     keep_last_checkpoints: int = 3
     device: str = "auto"
+    fsdp_cpu_offload: bool = False
     mode: TrainMode = TrainMode.SPELL
 
     def __post_init__(self) -> None:

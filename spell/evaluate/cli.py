@@ -116,25 +116,33 @@ def load_items(specs: list[str], data_dir: str | None, limit: int | None) -> lis
     return items
 
 
-def resolve_model_path(path: str | Path) -> Path:
+def resolve_model_path(path: str | Path, output_dir: str | Path | None = None) -> Path:
     """The HF model folder behind ``--model``.
 
-    Accepts an HF folder or a training checkpoint (``.../checkpoints/step_000070``; both hold
-    ``config.json``), or a training output dir (its latest complete checkpoint is used).
+    Accepts an HF folder, a training checkpoint (``.../checkpoints/step_000070``) or a training output dir (its
+    latest complete checkpoint is used). A checkpoint is exported once (``spell export``, LoRA merged) into
+    ``{output_dir}/model_{run}_{step}`` and that folder is used; a re-run reuses it.
 
     Raises:
         EvalSetupError: nothing loadable found.
     """
+    from spell.rl.checkpoint import COMPLETE_MARKER, latest_checkpoint
+
     path = Path(path).expanduser()
+    checkpoint = path if (path / COMPLETE_MARKER).is_file() else latest_checkpoint(path) if path.is_dir() else None
+    if checkpoint is not None and (checkpoint / "dcp").is_dir() and output_dir is not None:
+        from spell.rl.export import export_checkpoint
+
+        exported = Path(output_dir) / f"model_{checkpoint.parent.parent.name}_{checkpoint.name}"
+        if not (exported / "config.json").is_file():
+            logger.info("--model %s: exporting checkpoint %s to %s", path, checkpoint, exported)
+            export_checkpoint(checkpoint, exported)
+        return exported
     if (path / "config.json").is_file():
         return path
-    if path.is_dir():
-        from spell.rl.checkpoint import latest_checkpoint
-
-        checkpoint = latest_checkpoint(path)
-        if checkpoint is not None and (checkpoint / "config.json").is_file():
-            logger.info("--model %s: using its latest checkpoint %s", path, checkpoint)
-            return checkpoint
+    if checkpoint is not None and (checkpoint / "config.json").is_file():
+        logger.info("--model %s: using its latest checkpoint %s", path, checkpoint)
+        return checkpoint
     raise EvalSetupError(
         f"--model {path}: no config.json there and no complete checkpoint under {path / 'checkpoints'}; "
         "pass an HF model folder, a checkpoint folder or a training output dir"
@@ -208,9 +216,9 @@ def run_eval(args: argparse.Namespace) -> int:
         specs = [spec.strip() for spec in args.benchmarks.split(",") if spec.strip()]
         items = load_items(specs, args.data_dir, args.limit)
         compare = load_results(args.compare) if args.compare else None
-        model_path = resolve_model_path(args.model)
         output_dir = Path(args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
+        model_path = resolve_model_path(args.model, output_dir)
         judge = _build_judge(args, output_dir)
         templates = load_templates(args.template_dir)
     except (DataError, EvalSetupError, JudgeConfigError, ResultsFileError, OSError, ValueError) as err:

@@ -1,10 +1,20 @@
-"""Checkpoints that survive crashes (spec §3 step 15: save every ``train.save_every_steps``).
+"""Checkpoints that survive crashes and scale with the run (spec §3 step 15: save every ``train.save_every_steps``).
 
-Layout: ``{output_dir}/checkpoints/step_{step:06d}/`` holds the HF model folder (safetensors) and tokenizer,
-``optimizer.pt``, ``scheduler.pt``, ``rng.pt`` (python/numpy/torch/CUDA generators), ``state.json`` (the
-caller's JSON state: step, memory, sampler, config, ...) and a ``COMPLETE`` marker written last. A save is
-written into a hidden temp folder and renamed into place, so a crash never leaves a folder that
-:func:`latest_checkpoint` would pick.
+Layout: ``{output_dir}/checkpoints/step_{step:06d}/`` holds
+
+- ``dcp/``: model and optimizer state as ``torch.distributed.checkpoint`` (DCP) shards, written by every rank
+  (one ``__{rank}_0.distcp`` file each + ``.metadata``). Keys are the model's own parameter names (and
+  ``optim.*`` per parameter), so a checkpoint saved by N ranks loads on any number of ranks, or one process
+  (DCP reshards on load). A model with frozen parameters (LoRA) stores only its trainable ones (the adapter);
+  the frozen ones come from ``model.path`` again;
+- ``config.json`` / ``generation_config.json`` / tokenizer files (and ``adapter_config.json`` with LoRA), so
+  the folder describes its model: ``spell export`` turns it into a plain Hugging Face folder;
+- ``scheduler.pt``, ``rng.pt`` (rank 0's python/numpy/torch/CUDA generators), ``state.json`` (the caller's JSON
+  state: step, per-rank memory / sampler / RNGs, config, ...) and a ``COMPLETE`` marker written last.
+
+A save goes into a hidden temp folder (its name chosen by rank 0 and shared with every rank) and is renamed into
+place by rank 0, so a crash never leaves a folder that :func:`latest_checkpoint` would pick. Checkpoints of
+earlier versions (``model.safetensors`` + ``optimizer.pt``, one process) still load.
 """
 
 from __future__ import annotations
@@ -17,6 +27,9 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -106,16 +119,85 @@ def _fsync_tree(folder: Path) -> None:
     _fsync_path(folder)
 
 
-def _write_contents(folder: Path, model, tokenizer, optimizer, scheduler, state: dict) -> None:
-    """Write everything except the marker into ``folder``."""
-    # Serialise the caller's state first: a non-JSON value fails before any large file is written.
-    state_text = json.dumps(state, indent=1, ensure_ascii=False, allow_nan=False)
-    # transformers >= 5 always writes safetensors; 4.x defaults to safe_serialization=True.
-    model.save_pretrained(folder)
+def _dist_active() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() \
+        and torch.distributed.get_world_size() > 1
+
+
+def _is_main() -> bool:
+    return not _dist_active() or torch.distributed.get_rank() == 0
+
+
+def _share_from_main(value: object) -> object:
+    """Rank 0's ``value`` on every rank (itself in a single process)."""
+    if not _dist_active():
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _barrier() -> None:
+    if _dist_active():
+        torch.distributed.barrier()
+
+
+@contextmanager
+def _single_process_quiet() -> Iterator[None]:
+    """DCP warns on every call without a process group that it assumes one process: that is the intent here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
+def has_frozen_parameters(model: torch.nn.Module) -> bool:
+    """True when some parameters are frozen (LoRA): checkpoints then hold the trainable ones only."""
+    return any(not p.requires_grad for p in model.parameters())
+
+
+def _state_dict_options(model: torch.nn.Module, *, strict: bool = True):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    frozen = has_frozen_parameters(model)
+    return StateDictOptions(ignore_frozen_params=frozen, strict=strict and not frozen)
+
+
+def _train_state(model, optimizer) -> dict:
+    """``{"model": ..., "optim": ...}`` keyed by parameter names (sharded entries stay ``DTensor`` shards)."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
+
+    options = _state_dict_options(model)
+    if optimizer is None:
+        model_state, optim_state = get_model_state_dict(model, options=options), None
+    else:
+        model_state, optim_state = get_state_dict(model, optimizer, options=options)
+    if options.ignore_frozen_params:  # a tied output head can slip through under its second name: drop it too
+        trainable = {name for name, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
+        model_state = {name: value for name, value in model_state.items() if name in trainable}
+    return {"model": model_state} if optim_state is None else {"model": model_state, "optim": optim_state}
+
+
+def _write_model_description(folder: Path, model, tokenizer) -> None:
+    """config.json, generation_config.json, tokenizer files and, with PEFT, adapter_config.json (rank 0)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.config.save_pretrained(folder)
+    if getattr(base, "generation_config", None) is not None:
+        base.generation_config.save_pretrained(folder)
+    for adapter in (getattr(model, "peft_config", None) or {}).values():
+        adapter.save_pretrained(folder)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
-    if optimizer is not None:
-        torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+
+
+def _write_contents(folder: Path, model, tokenizer, optimizer, scheduler, state_text: str) -> None:
+    """Every rank writes its DCP shard; rank 0 then writes everything else except the marker."""
+    import torch.distributed.checkpoint as dcp
+
+    with _single_process_quiet():
+        dcp.save(_train_state(model, optimizer), checkpoint_id=folder / "dcp")
+    if not _is_main():
+        return
+    _write_model_description(folder, model, tokenizer)
     if scheduler is not None:
         torch.save(scheduler.state_dict(), folder / "scheduler.pt")
     torch.save(capture_rng_state(), folder / "rng.pt")
@@ -138,14 +220,17 @@ def save_checkpoint(output_dir: str | Path, step: int, model, tokenizer, optimiz
                     keep_last: int) -> Path:
     """Atomically write ``output_dir/checkpoints/step_{step:06d}`` and prune old checkpoints.
 
+    Under ``torchrun`` EVERY rank calls it (each writes its DCP shard); rank 0 writes the rest, renames the
+    folder into place and prunes. Returns on every rank once the checkpoint is complete.
+
     Args:
         output_dir: the run folder.
         step: the optimizer step just completed.
-        model: an unwrapped HF ``PreTrainedModel`` (``save_pretrained``).
+        model: the policy: a plain HF model, a PEFT model or an FSDP2-sharded one.
         tokenizer: its tokenizer (``save_pretrained``), or None.
-        optimizer: a torch optimizer, or None.
+        optimizer: a torch optimizer over ``model``'s parameters, or None.
         scheduler: an LR scheduler, or None.
-        state: JSON-able run state (step, memory, sampler, config text, metric buffers, ...).
+        state: JSON-able run state (step, memory, sampler, config text, metric buffers, ...); read on rank 0.
         keep_last: complete checkpoints to keep (>= 1); the one just written is never deleted.
 
     Returns:
@@ -157,27 +242,43 @@ def save_checkpoint(output_dir: str | Path, step: int, model, tokenizer, optimiz
     if keep_last < 1:
         raise ValueError(f"keep_last must be >= 1, got {keep_last}")
     root = Path(output_dir) / CHECKPOINT_SUBDIR
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{step:06d}_", suffix=f"_{os.getpid()}", dir=root))
+    tmp = None
+    if _is_main():
+        root.mkdir(parents=True, exist_ok=True)
+    # Serialise the caller's state first: a non-JSON value fails before any large file is written.
+    state_text = json.dumps(state, indent=1, ensure_ascii=False, allow_nan=False) if _is_main() else ""
+    if _is_main():
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{step:06d}_", suffix=f"_{os.getpid()}", dir=root))
+    tmp = Path(_share_from_main(str(tmp)))
     try:
-        _write_contents(tmp, model, tokenizer, optimizer, scheduler, state)
-        _fsync_tree(tmp)
-        marker = tmp / COMPLETE_MARKER
-        marker.write_text(json.dumps({"step": step, "time": time.time()}) + "\n")
-        _fsync_path(marker)
-        if final.exists():  # re-saving a step (e.g. after resuming from it): move the old one aside first
-            old = root / f"{_TMP_PREFIX}replaced_{step:06d}_{os.getpid()}"
-            os.replace(final, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, final)
-        _fsync_path(root)
+        _write_contents(tmp, model, tokenizer, optimizer, scheduler, state_text)
+        _barrier()  # every shard is on disk before rank 0 seals the folder
+        if _is_main():
+            _seal(tmp, final, root, step)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if _is_main():
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _remove_stale(root, final, keep_last)
-    logger.info("saved checkpoint %s", final)
+    if _is_main():
+        _remove_stale(root, final, keep_last)
+        logger.info("saved checkpoint %s", final)
+    _barrier()
     return final
+
+
+def _seal(tmp: Path, final: Path, root: Path, step: int) -> None:
+    """fsync the temp folder, write the marker, and rename it to ``final`` (replacing an older save of the step)."""
+    _fsync_tree(tmp)
+    marker = tmp / COMPLETE_MARKER
+    marker.write_text(json.dumps({"step": step, "time": time.time()}) + "\n")
+    _fsync_path(marker)
+    if final.exists():  # re-saving a step (e.g. after resuming from it): move the old one aside first
+        old = root / f"{_TMP_PREFIX}replaced_{step:06d}_{os.getpid()}"
+        os.replace(final, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(tmp, final)
+    _fsync_path(root)
 
 
 def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -221,17 +322,61 @@ def _load_weights(folder: Path, model: torch.nn.Module) -> None:
     model.load_state_dict(weights, strict=False)
 
 
+def _saved_parts(dcp_dir: Path) -> set[str]:
+    """Top-level parts (``model``, ``optim``) present in a DCP checkpoint's metadata."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        metadata = FileSystemReader(str(dcp_dir)).read_metadata()
+    except Exception as err:  # any unreadable metadata means a damaged checkpoint
+        raise CheckpointError(f"{dcp_dir}: unreadable DCP metadata ({err}); the checkpoint is damaged") from None
+    return {key.split(".", 1)[0] for key in metadata.state_dict_metadata}
+
+
+def _load_dcp(folder: Path, model, optimizer) -> None:
+    """Load model (and optimizer) state from ``folder/dcp`` into the current layout (any number of ranks)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    parts = _saved_parts(folder / "dcp")
+    if optimizer is not None and "optim" not in parts:
+        raise CheckpointError(f"{folder} holds no optimizer state; it was saved without one")
+    state = _train_state(model, optimizer)
+    try:
+        with _single_process_quiet():
+            dcp.load(state, checkpoint_id=folder / "dcp")
+    except (CheckpointException, RuntimeError, KeyError) as err:  # a key/shape mismatch: name the fix
+        detail = " ".join(line for line in str(err).splitlines() if "Missing key" in line or "size" in line)
+        raise CheckpointError(f"{folder}: weights do not match the model ({(detail or str(err))[:300]}). "
+                              "Fix: resume with the same model.path and model.lora_* settings") from None
+    set_state_dict(model, optimizer if optimizer is not None else [],
+                   model_state_dict=state["model"], optim_state_dict=state.get("optim", {}),
+                   options=_state_dict_options(model))
+
+
+def _load_legacy(folder: Path, model, optimizer) -> None:
+    """Checkpoints written before DCP: ``model.safetensors`` (HF folder) + ``optimizer.pt``, one process."""
+    if model is not None:
+        _load_weights(folder, model)
+    if optimizer is not None:
+        if not (folder / "optimizer.pt").is_file():
+            raise CheckpointError(f"{folder} has no optimizer.pt; it was saved without one")
+        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True))
+
+
 def load_checkpoint(ckpt_dir: str | Path, model=None, optimizer=None, scheduler=None) -> dict:
-    """Restore a checkpoint written by :func:`save_checkpoint`.
+    """Restore a checkpoint written by :func:`save_checkpoint` (under torchrun: on every rank).
 
     Args:
         ckpt_dir: a ``step_XXXXXX`` folder (e.g. from :func:`latest_checkpoint`).
-        model: model to load the weights into (same architecture), or None to skip.
+        model: model to load the weights into (same architecture; plain, PEFT or FSDP2-sharded, on any number
+            of ranks), or None to skip.
         optimizer: optimizer to restore (build it over ``model``'s parameters first), or None.
         scheduler: LR scheduler to restore, or None.
 
     Returns:
-        The saved ``state.json`` content. RNG states are restored last, as of the save.
+        The saved ``state.json`` content. RNG states are restored last, as of the save (rank 0's generators).
 
     Raises:
         CheckpointError: the folder is not a complete checkpoint, or lacks a requested part.
@@ -240,14 +385,17 @@ def load_checkpoint(ckpt_dir: str | Path, model=None, optimizer=None, scheduler=
     if not (folder / COMPLETE_MARKER).is_file():
         raise CheckpointError(f"{folder} is not a complete checkpoint (no {COMPLETE_MARKER} marker). "
                               "Fix: pass a checkpoints/step_XXXXXX folder, or the run folder to resume the latest")
-    if model is not None:
-        _load_weights(folder, model)
-    for target, filename in ((optimizer, "optimizer.pt"), (scheduler, "scheduler.pt")):
-        if target is None:
-            continue
-        if not (folder / filename).is_file():
-            raise CheckpointError(f"{folder} has no {filename}; it was saved without one")
-        target.load_state_dict(torch.load(folder / filename, map_location="cpu", weights_only=True))
+    if (folder / "dcp").is_dir():
+        if model is not None:
+            _load_dcp(folder, model, optimizer)
+        elif optimizer is not None:
+            raise CheckpointError("load_checkpoint: an optimizer can only be restored together with its model")
+    else:
+        _load_legacy(folder, model, optimizer)
+    if scheduler is not None:
+        if not (folder / "scheduler.pt").is_file():
+            raise CheckpointError(f"{folder} has no scheduler.pt; it was saved without one")
+        scheduler.load_state_dict(torch.load(folder / "scheduler.pt", map_location="cpu", weights_only=True))
     state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
     restore_rng_state(torch.load(folder / "rng.pt", map_location="cpu", weights_only=True))
     logger.info("loaded checkpoint %s (step %s)", folder, state.get("step"))

@@ -1,19 +1,20 @@
-"""Data-parallel scale-out for ``spell train`` under ``torchrun`` (torch.distributed; gloo on CPU, nccl on GPU).
+"""Scale-out for ``spell train`` under ``torchrun`` (torch.distributed; gloo on CPU, nccl on GPU).
 
-SPMD: every rank holds a full replica, plays its own rollouts on its own shard of document sets and makes ONE
-optimizer step on gradients SUMMED over ranks, so replicas stay bit-identical. Every helper here is a no-op
-(returns its input) in a single process, so 1-process runs are unchanged. Details:
+SPMD: every rank plays its own rollouts on its own shard of document sets; the policy is sharded with FSDP2
+(:mod:`spell.rl.sharding`) and ONE optimizer step is made per training step on gradients SUMMED over ranks.
+Every helper here is a no-op (returns its input) in a single process, so 1-process runs are unchanged. Details:
 
 - Data: each task's document sets are dealt round-robin (``sets[rank::world_size]``, :func:`shard_docsets`), so
   a set's history memory lives on one rank; seeds (python/numpy/torch, sampler, self-play RNG) are
   ``train.seed + rank``. ``train.batch_groups`` and ``data.questions_per_round`` are PER RANK.
 - Loss: each rank divides its token-sum loss by the GLOBAL completion-token count (an all-reduce), so the summed
-  gradient is the token-mean of Eq. 10 over the union batch. A rank with no samples joins with zero gradients;
-  if the global count is 0 every rank skips. Deviation: spec Eq. 8 questioner advantages are normalised over
-  the rank's own batch, and a parameter no rank produced a gradient for gets a zero one (weight decay applies).
+  gradient is the token-mean of Eq. 10 over the union batch. A rank with fewer micro-batches runs zero-weighted
+  filler ones (FSDP2 needs every rank in every forward/backward); if the global count is 0 every rank skips.
+  Batch statistics (questioner advantages, the verifier quota) span the union batch (:mod:`spell.experience`).
 - Output: rank 0 alone writes metrics (rollout counts summed, rates/means averaged over ranks; ``train/*``
-  global), sample dumps (all ranks' records, with ``rank``) and checkpoints; ``state.json["ranks"][r]`` holds
-  rank r's memory, sampler and RNGs, restored per rank; resuming with another world size is an error.
+  global) and sample dumps (all ranks' records, with ``rank``); every rank writes its checkpoint shard.
+  ``state.json["ranks"][r]`` holds rank r's memory, sampler and RNGs, restored per rank; resuming on another
+  world size merges the memories and restarts samplers and RNG streams (see ``Trainer._restore``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ COLLECTIVE_TIMEOUT = timedelta(hours=2)
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-GRAD_BUCKET_NUMEL = 2**25  # elements per flattened all-reduce bucket (64 MiB in bf16)
 
 
 @dataclass(frozen=True)
@@ -111,63 +111,24 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
-def all_reduce_dict(values: Mapping[str, float | int]) -> dict[str, float | int]:
-    """Sum every value over ranks in one collective; every rank must pass the same keys.
+def all_reduce_dict(values: Mapping[str, float | int], op: str = "sum") -> dict[str, float | int]:
+    """Reduce every value over ranks in one collective; every rank must pass the same keys.
 
     Args:
-        values: numbers to sum (NaN would poison the sum: pass counts and sums, not means).
+        values: numbers to reduce (NaN would poison a sum: pass counts and sums, not means).
+        op: ``sum`` or ``max``.
 
     Returns:
-        ``{key: global sum}`` as floats; in a single process the input values unchanged.
+        ``{key: global sum (or max)}`` as floats; in a single process the input values unchanged.
     """
+    if op not in ("sum", "max"):
+        raise ValueError(f"all_reduce_dict: op={op!r}, use sum or max")
     if not _active():
         return dict(values)
     keys = sorted(values)
     tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_comm_device())
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
     return dict(zip(keys, tensor.tolist(), strict=True))
-
-
-def _buckets(tensors: Sequence[torch.Tensor], max_numel: int) -> Iterable[list[torch.Tensor]]:
-    bucket: list[torch.Tensor] = []
-    size = 0
-    for tensor in tensors:
-        if bucket and size + tensor.numel() > max_numel:
-            yield bucket
-            bucket, size = [], 0
-        bucket.append(tensor)
-        size += tensor.numel()
-    if bucket:
-        yield bucket
-
-
-@torch.no_grad()
-def all_reduce_gradients(model: torch.nn.Module, bucket_numel: int = GRAD_BUCKET_NUMEL) -> None:
-    """Replace every trainable parameter's ``.grad`` by its SUM over ranks (flattened buckets per dtype).
-
-    A parameter without a gradient gets zeros first, so a rank with an empty batch still joins with the
-    same bucket layout (all ranks iterate ``model.parameters()`` in the same order).
-
-    Args:
-        model: the local replica, after ``backward``.
-        bucket_numel: most elements per all-reduce call.
-    """
-    if not _active():
-        return
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
-    for param in params:
-        if param.grad is None:
-            param.grad = torch.zeros_like(param)
-        groups.setdefault((param.grad.dtype, param.grad.device), []).append(param.grad)
-    for grads in groups.values():
-        for bucket in _buckets(grads, bucket_numel):
-            flat = torch.cat([g.reshape(-1) for g in bucket])
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-            offset = 0
-            for grad in bucket:
-                grad.copy_(flat[offset: offset + grad.numel()].view_as(grad))
-                offset += grad.numel()
 
 
 @torch.no_grad()

@@ -3,12 +3,15 @@
 Log-probs are taken from the decoder's last hidden states, only at completion positions, in chunks whose
 [chunk, vocab] logits are recomputed in backward (``torch.utils.checkpoint``): the full [L, vocab] logits
 never exist, in forward or backward (vocab 151,936 x 4,096 positions = 2.5 GB in fp32 per sequence).
+They are ``log_softmax(logits / T)`` at each sequence's sampling temperature T, the distribution it was drawn
+from (as the authors' verl code and TRL do).
 Shape legend: N sequences, L = padded prompt + completion length, H hidden size, V vocab, M scored tokens.
 Masks: True / 1 = counts. Sequences are LEFT padded; position t holds log p(input_ids[t] | input_ids[<t]).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +26,8 @@ from spell.types import RoleSample
 
 logger = logging.getLogger(__name__)
 
+# Name of the FSDP2-registered forward method that runs decoder_logprobs on a sharded model (spell.rl.sharding).
+FSDP_LOGPROB_METHOD = "spell_decoder_logprobs"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Config keys of output heads that transform logits in ways sequence_logprobs does not reproduce.
 _UNSUPPORTED_HEAD_KEYS = ("output_multiplier", "output_mult", "mup_output_alpha")
@@ -67,7 +72,7 @@ def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def load_policy(model_cfg: ModelConfig, device: torch.device) -> tuple[nn.Module, Any]:
+def load_policy(model_cfg: ModelConfig, device: torch.device, seed: int = 0) -> tuple[nn.Module, Any]:
     """Load a causal LM and its tokenizer from a local Hugging Face folder.
 
     The tokenizer pads on the left (prompts are right-aligned for generation and :func:`collate`); a missing
@@ -75,10 +80,15 @@ def load_policy(model_cfg: ModelConfig, device: torch.device) -> tuple[nn.Module
     the non-reentrant implementation. An
     ``attn_implementation`` the model or install does not support falls back to ``eager`` with a warning.
 
+    With ``model_cfg.lora_rank > 0`` the model is wrapped by PEFT (:func:`apply_lora`): only the adapter
+    weights train. Pure low-precision parameters (``model.dtype`` ``bfloat16`` / ``float16``) load with a
+    warning, since AdamW then loses small updates.
+
     Args:
         model_cfg: the ``model`` config section. ``path`` must be set (the caller resolves the built-in
             default policy to a folder before calling).
         device: where to put the model.
+        seed: seeds the LoRA adapters' initialisation (the same on every rank).
 
     Returns:
         ``(model, tokenizer)``, model in train mode on ``device``.
@@ -111,9 +121,40 @@ def load_policy(model_cfg: ModelConfig, device: torch.device) -> tuple[nn.Module
     if model_cfg.gradient_checkpointing:
         _enable_checkpointing(model)
     _logit_head(model)  # fail at load time, not mid-training, on an unsupported head
+    if model_cfg.dtype in ("bfloat16", "float16"):
+        logger.warning("model.dtype=%s: weights and AdamW state in %s lose every update smaller than about 1/256 "
+                       "of a weight (measured: at lr 2e-6 only 3.8%% of a 7B model's weights changed in 10 steps). "
+                       "Use model.dtype=auto for fp32 master weights with bf16 compute", model_cfg.dtype,
+                       model_cfg.dtype)
+    if model_cfg.lora_rank > 0:
+        model = apply_lora(model, model_cfg, seed)
     disable_dropout(model)
     model.train()  # for activation checkpointing; dropout is off, so train and eval forwards agree
     return model, tokenizer
+
+
+def apply_lora(model: nn.Module, model_cfg: ModelConfig, seed: int = 0) -> nn.Module:
+    """Wrap ``model`` with PEFT LoRA adapters (``lora_rank``, ``lora_alpha``, ``target_modules``); base frozen.
+
+    ``target_modules: [all-linear]`` is PEFT's ``"all-linear"`` (every linear layer but the output head).
+    The adapters are initialised under ``seed`` (B = 0, so the wrapped model starts equal to the base one).
+
+    Raises:
+        ImportError: PEFT is not installed (it is a dependency of spell-rl).
+    """
+    from peft import LoraConfig, get_peft_model
+
+    targets = list(model_cfg.target_modules)
+    lora = LoraConfig(r=model_cfg.lora_rank, lora_alpha=model_cfg.lora_alpha, lora_dropout=0.0, bias="none",
+                      target_modules="all-linear" if targets == ["all-linear"] else targets, task_type="CAUSAL_LM")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = get_peft_model(model, lora)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("LoRA rank %d on %s: %d of %d parameters trainable (%.2f%%)", model_cfg.lora_rank, targets,
+                trainable, total, 100.0 * trainable / total)
+    return model
 
 
 def disable_dropout(model: nn.Module) -> int:
@@ -214,14 +255,21 @@ def _logit_head(model: nn.Module) -> tuple[nn.Linear, float, float | None]:
 
 def _chunk_logprobs(
     hidden: torch.Tensor, targets: torch.Tensor, head: nn.Linear, scale: float, softcap: float | None,
-    with_entropy: bool,
+    with_entropy: bool, temperatures: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log p(target) and entropy (or None) for one chunk of hidden states. Shapes: [C, H], [C] -> [C], [C]."""
+    """log p_T(target) and entropy (or None) for one chunk of hidden states.
+
+    Shapes: hidden [C, H], targets [C], temperatures [C] (None = 1) -> [C], [C].
+    """
     logits = head(hidden).float()  # [C, V]
     if scale != 1.0:
         logits = logits * scale
     if softcap is not None:
         logits = softcap * torch.tanh(logits / softcap)
+    # Temperature last, on the model's final fp32 logits (scale and softcap are part of the model's forward),
+    # exactly as the sampler does: spell.rl.engine.hf.sample_next_token takes softmax(logits.float() / T).
+    if temperatures is not None:
+        logits = logits / temperatures[:, None]
     logprobs_all = torch.log_softmax(logits, dim=-1)  # [C, V]
     token_logprobs = logprobs_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     if not with_entropy:
@@ -236,6 +284,8 @@ def sequence_logprobs(
     completion_mask: torch.Tensor,
     chunk_tokens: int = 1024,
     with_entropy: bool = False,
+    *,
+    temperature: float | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs (and entropy) of the completion tokens, without materialising full logits.
 
@@ -244,6 +294,10 @@ def sequence_logprobs(
     of ``chunk_tokens`` rows. Each chunk is wrapped in non-reentrant ``torch.utils.checkpoint``, so backward
     recomputes its [chunk, V] logits instead of keeping them: peak head memory is O(chunk_tokens * V), not
     O(N * L * V). Positions follow the left-padding convention: ``position_ids = cumsum(attention_mask) - 1``.
+    Log-probs and entropy are those of ``softmax(logits / T)``, T being the temperature each row was sampled at,
+    applied after the head's scale and soft-cap as the sampler does. A temperature ``<= 0`` (greedy decoding)
+    is scored at T = 1: argmax picks are the T -> 0 limit, a point mass with no softmax to match, and dividing
+    by 0 would give inf/NaN; T = 1 is the model's own distribution.
 
     Args:
         model: a causal LM (``get_decoder()`` returning the transformer, ``get_output_embeddings()`` a Linear).
@@ -252,6 +306,8 @@ def sequence_logprobs(
         completion_mask: True on completion tokens, the ones scored. Never true at position 0. Shape: [N, L].
         chunk_tokens: scored positions per LM-head chunk (``grpo.logprob_chunk_tokens``).
         with_entropy: also return the entropy of the next-token distribution at each scored position.
+        temperature: the sampling temperature: None (= 1), one float for every row, or one per row (the
+            ``temperatures`` of :func:`collate`). Shape: [N].
 
     Returns:
         ``(logprobs, entropy)``, float32, aligned with ``input_ids``: ``logprobs[n, t] = log p(input_ids[n, t]
@@ -259,7 +315,8 @@ def sequence_logprobs(
         Shape: [N, L] each. With no completion token at all they are zeros without grad: skip such batches.
 
     Raises:
-        ValueError: shape mismatch, ``chunk_tokens < 1``, or a completion token at position 0.
+        ValueError: shape mismatch (also of ``temperature``), ``chunk_tokens < 1``, or a completion token at
+            position 0.
     """
     if input_ids.shape != attention_mask.shape or input_ids.shape != completion_mask.shape:
         raise ValueError(f"input_ids {tuple(input_ids.shape)}, attention_mask {tuple(attention_mask.shape)} and "
@@ -269,6 +326,22 @@ def sequence_logprobs(
     completion_mask = completion_mask.bool()
     if completion_mask[:, 0].any():
         raise ValueError("completion_mask is true at position 0: a completion token needs a prompt before it")
+    # FSDP2 (spell.rl.sharding) registers this computation as a forward method of the sharded root, so the
+    # root's own parameters (embeddings, norm, output head) are gathered for it; a plain model runs it directly.
+    forward = getattr(model, FSDP_LOGPROB_METHOD, None) or functools.partial(decoder_logprobs, model)
+    return forward(input_ids, attention_mask, completion_mask, chunk_tokens, with_entropy, temperature)
+
+
+def decoder_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    chunk_tokens: int,
+    with_entropy: bool,
+    temperature: float | torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The body of :func:`sequence_logprobs` (inputs already checked): decoder once, then the head in chunks."""
     head, scale, softcap = _logit_head(model)
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     decoder = model.get_decoder()
@@ -277,16 +350,38 @@ def sequence_logprobs(
     scored = completion_mask[:, 1:]  # [N, L-1]: hidden at t-1 predicts the token at t
     flat_hidden = hidden[:, :-1][scored]  # [M, H]
     flat_targets = input_ids[:, 1:][scored]  # [M]
+    flat_temperatures = _flat_temperatures(temperature, scored)  # [M] or None
     logprob_chunks, entropy_chunks = [], []
     for start in range(0, flat_hidden.shape[0], chunk_tokens):
         chunk = slice(start, start + chunk_tokens)
+        temperatures = None if flat_temperatures is None else flat_temperatures[chunk]
         token_logprobs, entropy = checkpoint(_chunk_logprobs, flat_hidden[chunk], flat_targets[chunk], head,
-                                             scale, softcap, with_entropy, use_reentrant=False)
+                                             scale, softcap, with_entropy, temperatures, use_reentrant=False)
         logprob_chunks.append(token_logprobs)
         entropy_chunks.append(entropy)
     logprobs = _scatter_scored(logprob_chunks, scored, hidden)
     entropy = _scatter_scored(entropy_chunks, scored, hidden) if with_entropy else None
     return logprobs, entropy
+
+
+def _flat_temperatures(temperature: float | torch.Tensor | None, scored: torch.Tensor) -> torch.Tensor | None:
+    """Each scored position's temperature, in the row-major order ``hidden[:, :-1][scored]`` takes them.
+
+    None (no division at all) for None or a single T of 1 or <= 0; in a [N] tensor, T <= 0 (greedy) becomes 1,
+    see :func:`sequence_logprobs`.
+    Shapes: temperature [N] or scalar, scored [N, L-1] -> [M].
+    """
+    if temperature is None:
+        return None
+    if not isinstance(temperature, torch.Tensor):
+        if temperature == 1.0 or temperature <= 0:
+            return None
+        temperature = torch.full((scored.shape[0],), float(temperature))
+    if temperature.shape != (scored.shape[0],):
+        raise ValueError(f"temperature {tuple(temperature.shape)} must have one value per row: ({scored.shape[0]},)")
+    rows = temperature.to(device=scored.device, dtype=torch.float32)
+    rows = torch.where(rows > 0, rows, torch.ones_like(rows))  # [N]
+    return rows[:, None].expand_as(scored)[scored]  # [M]
 
 
 def _scatter_scored(chunks: list[torch.Tensor], scored: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -337,7 +432,8 @@ def collate(samples: Sequence[RoleSample], pad_id: int) -> dict[str, torch.Tenso
 
     Returns:
         ``input_ids`` [N, L] long, ``attention_mask`` [N, L] long (1 = real token), ``completion_mask``
-        [N, L] bool (True on completion tokens), ``advantages`` [N] float32.
+        [N, L] bool (True on completion tokens), ``advantages`` [N] float32, ``temperatures`` [N] float32
+        (each sample's sampling temperature, for :func:`sequence_logprobs`).
 
     Raises:
         ValueError: an empty prompt.
@@ -361,4 +457,5 @@ def collate(samples: Sequence[RoleSample], pad_id: int) -> dict[str, torch.Tenso
         "attention_mask": attention_mask,
         "completion_mask": completion_mask,
         "advantages": torch.tensor([s.advantage for s in samples], dtype=torch.float32),
+        "temperatures": torch.tensor([s.temperature for s in samples], dtype=torch.float32),
     }

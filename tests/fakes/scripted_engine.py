@@ -30,6 +30,7 @@ class FakeScriptedEngine:
         self.tokenizer = tokenizer
         self.script = script
         self.calls: list[tuple[str, int, int]] = []  # (role, num_prompts, n)
+        self.temperatures: list[tuple[str, float]] = []  # (role, sampling temperature) per prompt
         self.synced = 0
 
     def generate(
@@ -47,6 +48,7 @@ class FakeScriptedEngine:
                 group.append(Completion(reply, tuple(ids), tuple(prompt), "stop"))
             out.append(group)
             self.calls.append((role, 1, n))
+            self.temperatures.append((role, sampling.temperature))
         return out
 
     def sync_weights(self, model) -> None:

@@ -119,6 +119,16 @@ def test_experience_batch_roles_rewards_and_advantages(tiny_tokenizer):
     assert len(alpha["advantages"]["responder"]) == 4
 
 
+def test_trained_samples_carry_the_temperature_their_role_sampled_at(tiny_tokenizer):
+    ctx, sampler = make_ctx(tiny_tokenizer, "sampling.temperature=0.9")  # not the 0.7 default
+    samples = collect_experience(ctx, sampler).samples
+    sampled_at = {role: {t for r, t in ctx.engine.temperatures if r == role} for role in Role}
+    assert sampled_at == {Role.QUESTIONER: {0.9}, Role.RESPONDER: {0.9}, Role.VERIFIER: {0.9}}
+    assert {s.role for s in samples} == set(Role)
+    # each sample's training temperature = its role's engine call, which log-probs then divide logits by
+    assert all(s.temperature in sampled_at[s.role] for s in samples)
+
+
 @pytest.mark.parametrize("overrides, expect", [
     # questioner frozen: no questioner sequences in the batch
     (["questioner.enable_update=false"], {Role.RESPONDER: 4, Role.QUESTIONER: 0, Role.VERIFIER: 4}),

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from spell import advantages
-from spell.advantages import assign_advantages, group_zscore, questioner_advantages
+from spell.advantages import assign_advantages, group_zscore, questioner_advantages, questioner_advantages_by_rank
 from spell.types import Role, RoleSample, TaskType
 
 EPS = 1e-6
@@ -128,3 +128,47 @@ def test_assign_advantages_batch_scope_changes_only_questioners():
     expected = questioner_advantages(QUE_REWARDS, QUE_TASKS, scope="batch")
     assert [s.advantage for s in samples[2:]] == pytest.approx(expected)
     assert samples[2].advantage == pytest.approx(1.035 / 0.76640, abs=1e-4)  # not the per-task 1.0
+
+
+# ---- Eq. 9 across ranks (torchrun): the z-score spans the union of the ranks' questioner samples ----
+
+# rank 0: task A [1.0, -1.0]; rank 1: task A [0.5], task B [0.0, -0.5]
+RANK_REWARDS = [[1.0, -1.0], [0.5, 0.0, -0.5]]
+RANK_TASKS = [["A", "A"], ["A", "B", "B"]]
+
+
+def test_eq9_across_ranks_hand_computed_advantages_for_a_2_rank_toy_batch_equal_the_1_rank_ones():
+    # per task over the union: A [1, -1, .5]: mean 1/6, dev (5/6, -7/6, 1/3), sq sum (25 + 49 + 4)/36 = 13/6,
+    #   unbiased var 13/12, std 1.040833 -> (.80064, -1.12090, .32026)
+    #   B [0, -.5]: mean -.25, std sqrt(2 * .0625) = .353553 -> (.70711, -.70711)
+    by_rank = questioner_advantages_by_rank(RANK_REWARDS, RANK_TASKS)
+    assert by_rank[0] == pytest.approx([0.80064, -1.12090], abs=1e-5)
+    assert by_rank[1] == pytest.approx([0.32026, 0.70711, -0.70711], abs=1e-5)
+    one_rank = questioner_advantages([1.0, -1.0, 0.5, 0.0, -0.5], ["A", "A", "A", "B", "B"])
+    assert by_rank[0] + by_rank[1] == one_rank  # exactly the 1-rank batch
+    # rank by rank (the old behaviour) differs: rank 0's A [1, -1] -> ±.70711, rank 1's lone A 0.5 -> .5
+    assert questioner_advantages(RANK_REWARDS[0], RANK_TASKS[0]) == pytest.approx([0.70711, -0.70711], abs=1e-5)
+
+
+def test_eq9_across_ranks_batch_scope():
+    # all five [1, -1, .5, 0, -.5]: mean 0, sq sum 2.5, unbiased std sqrt(2.5 / 4) = .790569
+    by_rank = questioner_advantages_by_rank(RANK_REWARDS, RANK_TASKS, scope="batch")
+    assert by_rank == [pytest.approx([1.26491, -1.26491], abs=1e-5), pytest.approx([0.63246, 0.0, -0.63246], abs=1e-5)]
+
+
+def test_eq9_one_rank_and_empty_ranks():
+    assert questioner_advantages_by_rank([QUE_REWARDS], [QUE_TASKS]) == [questioner_advantages(QUE_REWARDS, QUE_TASKS)]
+    # a rank without questioner samples gets [] and does not move the others' statistics
+    assert questioner_advantages_by_rank([[], QUE_REWARDS], [[], QUE_TASKS]) == [
+        [], questioner_advantages(QUE_REWARDS, QUE_TASKS)]
+    with pytest.raises(ValueError):
+        questioner_advantages_by_rank([[1.0]], [["A"], ["B"]])
+
+
+def test_assign_advantages_takes_precomputed_questioner_advantages():
+    samples = [_sample(Role.RESPONDER, TaskType.DOC_MC, "g", x) for x in (1.0, 0.0)]
+    samples += [_sample(Role.QUESTIONER, TaskType.DOC_MC, f"q{i}", x) for i, x in enumerate((1.0, -1.0))]
+    assign_advantages(samples, questioner_values=[0.25, -0.75])  # e.g. rank 0's share of a union z-score
+    assert [s.advantage for s in samples] == pytest.approx([0.70711, -0.70711, 0.25, -0.75], abs=1e-5)
+    with pytest.raises(ValueError, match="1 questioner advantages for 2"):
+        assign_advantages(samples, questioner_values=[0.0])

@@ -69,7 +69,8 @@ def test_round_trip_restores_weights_optimizer_scheduler_rng_and_state(tmp_path)
     state = {"step": 2, "sampler": {"queues": [1, 2]}, "config": "a: 1\n"}
     path = save_checkpoint(tmp_path, 2, model, build_tokenizer(), optimizer, scheduler, state, keep_last=2)
     assert path == tmp_path / "checkpoints" / "step_000002"
-    assert (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file()
+    assert (path / "dcp" / ".metadata").is_file() and (path / "tokenizer.json").is_file()
+    assert (path / "config.json").is_file() and not (path / "model.safetensors").exists()  # DCP only
     expected_draws = draws()  # the RNG continues from the state captured at save time
 
     random.seed(123), np.random.seed(123), torch.manual_seed(123)  # scramble before restoring
@@ -107,7 +108,7 @@ def test_tied_embeddings_load_strictly(tmp_path):
 
 def test_loading_into_another_architecture_fails_clearly(tmp_path):
     path = save(tmp_path, 1, build_model(0))
-    with pytest.raises(CheckpointError, match=r"missing \['model.layers.1"):
+    with pytest.raises(CheckpointError, match=r"do not match the model.*Fix: resume with the same model.path"):
         load_checkpoint(path, build_model(0, num_layers=2))
 
 
@@ -177,16 +178,66 @@ def test_latest_checkpoint_of_empty_run_is_none(tmp_path):
 def test_missing_optimizer_file_is_reported(tmp_path):
     model, optimizer, _ = build_training(seed=0)
     path = save(tmp_path, 1, model)  # saved without optimizer
-    with pytest.raises(CheckpointError, match="no optimizer.pt"):
+    with pytest.raises(CheckpointError, match="holds no optimizer state"):
         load_checkpoint(path, model, optimizer)
 
 
-def test_renamed_saved_keys_fall_back_to_from_pretrained(tmp_path, monkeypatch):
+def legacy_checkpoint(root, model, optimizer=None, scheduler=None, state=None):
+    """A checkpoint folder as versions before DCP wrote it: HF safetensors + optimizer.pt + marker."""
+    folder = root / "checkpoints" / "step_000001"
+    folder.mkdir(parents=True)
+    model.save_pretrained(folder)
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    if scheduler is not None:
+        torch.save(scheduler.state_dict(), folder / "scheduler.pt")
+    torch.save(capture_rng_state(), folder / "rng.pt")
+    (folder / "state.json").write_text(json.dumps(state or {"step": 1}))
+    (folder / "COMPLETE").write_text("{}")
+    return folder
+
+
+def test_legacy_checkpoint_still_resumes_exactly(tmp_path):
+    model, optimizer, scheduler = build_training(seed=0)
+    train_step(model, optimizer, scheduler)
+    folder = legacy_checkpoint(tmp_path, model, optimizer, scheduler)
+    restored, restored_optimizer, restored_scheduler = build_training(seed=1)
+    assert load_checkpoint(folder, restored, restored_optimizer, restored_scheduler) == {"step": 1}
+    train_step(model, optimizer, scheduler)
+    train_step(restored, restored_optimizer, restored_scheduler)
+    for (name, original), (_, resumed) in zip(model.named_parameters(), restored.named_parameters()):
+        assert torch.equal(original, resumed), name
+    with pytest.raises(CheckpointError, match="no optimizer.pt"):
+        load_checkpoint(legacy_checkpoint(tmp_path / "b", model), model, optimizer)
+
+
+def test_legacy_renamed_saved_keys_fall_back_to_from_pretrained(tmp_path, monkeypatch):
     model = build_model(0)
-    path = save(tmp_path, 1, model)
+    path = legacy_checkpoint(tmp_path, model)
     read = checkpoint._read_weights
     # transformers >= 5 may save some architectures under "original format" names
     monkeypatch.setattr(checkpoint, "_read_weights", lambda folder: {f"orig.{k}": v for k, v in read(folder).items()})
     restored = build_model(7)
     load_checkpoint(path, restored)
     assert torch.equal(restored.lm_head.weight, model.lm_head.weight)
+
+
+def test_frozen_parameters_are_not_stored_and_load_back_from_the_model(tmp_path):
+    # a LoRA-like model: everything frozen except the last layer's MLP; only that is written
+    model, _, _ = build_training(seed=0)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith("model.layers.0.mlp."))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(input_ids=BATCH, labels=BATCH).loss.backward()
+    optimizer.step()
+    path = save(tmp_path, 1, model, optimizer=optimizer)
+    metadata = torch.distributed.checkpoint.FileSystemReader(str(path / "dcp")).read_metadata()
+    stored = {k.removeprefix("model.") for k in metadata.state_dict_metadata if k.startswith("model.")}
+    assert stored == {f"model.layers.0.mlp.{p}_proj.weight" for p in ("gate", "up", "down")}
+    restored = build_model(0)  # the same frozen base (same seed); its trainable part differs before loading
+    for name, param in restored.named_parameters():
+        param.requires_grad_(name.startswith("model.layers.0.mlp."))
+    restored_optimizer = torch.optim.AdamW([p for p in restored.parameters() if p.requires_grad], lr=1e-2)
+    load_checkpoint(path, restored, restored_optimizer)
+    for (name, saved), (_, loaded) in zip(model.state_dict().items(), restored.state_dict().items()):
+        assert torch.equal(saved, loaded), name

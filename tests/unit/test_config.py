@@ -119,7 +119,7 @@ def test_load_config_without_preset_equals_the_dataclass_defaults(defaults):
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_packaged_preset_loads_and_documents_its_launch_command(name):
-    assert {"builtin", "tiny_cpu", "qwen2.5-7b-instruct"} <= set(PRESETS)  # the documented three
+    assert {"builtin", "tiny_cpu", "qwen2.5-7b-instruct", "qwen2.5-7b-instruct-lora"} <= set(PRESETS)
     cfg = load_config(name)
     assert cfg.output_dir == f"runs/{name}"  # each preset writes to its own run folder
     lines = (PRESET_DIR / f"{name}.yaml").read_text().splitlines()
@@ -129,12 +129,24 @@ def test_every_packaged_preset_loads_and_documents_its_launch_command(name):
 
 def test_the_7b_preset_keeps_the_paper_algorithm(defaults):
     cfg = load_config("qwen2.5-7b-instruct.yaml")  # the .yaml suffix is optional
-    assert cfg.engine.kind == EngineKind.VLLM and cfg.train.device == "cuda" and cfg.model.dtype == "bfloat16"
+    # fp32 master weights with bf16 compute (never pure bf16), per-rank sizes for 8 GPUs under torchrun
+    assert cfg.engine.kind == EngineKind.HF and cfg.train.device == "cuda" and cfg.model.dtype == "auto"
+    assert cfg.model.gradient_checkpointing and cfg.model.lora_rank == 0
+    assert 8 * cfg.train.batch_groups == 128 and 8 * cfg.data.questions_per_round == 480  # the paper's batch
     # only systems knobs differ from spec §8; every algorithmic section is the default
-    for section in ("data", "sampling", "questioner", "grounding", "responder", "verifier", "rewards", "memory"):
+    for section in ("sampling", "questioner", "grounding", "responder", "verifier", "rewards", "memory"):
         assert getattr(cfg, section) == getattr(defaults, section), section
+    assert cfg.data == dataclasses.replace(defaults.data, questions_per_round=60)
     assert cfg.grpo == dataclasses.replace(defaults.grpo, micro_batch_tokens=32000)  # authors' max tokens/GPU
-    assert cfg.train == dataclasses.replace(defaults.train, device="cuda")
+    assert cfg.train == dataclasses.replace(defaults.train, device="cuda", batch_groups=16)
+
+
+def test_the_lora_preset_trains_an_adapter_on_one_gpu(defaults):
+    cfg = load_config("qwen2.5-7b-instruct-lora")
+    assert (cfg.model.lora_rank, cfg.model.lora_alpha, cfg.model.target_modules) == (32, 64, ["all-linear"])
+    assert cfg.model.dtype == "auto" and cfg.train.batch_groups == defaults.train.batch_groups  # one process
+    for section in ("sampling", "questioner", "responder", "verifier", "rewards", "memory", "data"):
+        assert getattr(cfg, section) == getattr(defaults, section), section
 
 
 def test_missing_preset_lists_the_available_ones():
@@ -229,6 +241,9 @@ def test_override_without_equals_is_rejected():
 # (values set, key named in the message, fragment of the fix); every _fail call in spell/config/ is here.
 POST_INIT_CHECKS = [
     ({"model.dtype": "fp16"}, "model.dtype", "use one of auto, float32, bfloat16"),
+    ({"model.lora_rank": -1}, "model.lora_rank/lora_alpha", "lora_rank must be >= 0"),
+    ({"model.lora_alpha": 0}, "model.lora_rank/lora_alpha", "lora_alpha > 0"),
+    ({"model.lora_rank": 8, "model.target_modules": []}, "model.target_modules", "[all-linear]"),
     ({"engine.max_batch_prompts": 0}, "engine.max_batch_prompts", ">= 1"),
     ({"engine.gpu_memory_utilization": 0.0}, "engine.gpu_memory_utilization", "(0, 1]"),  # open at 0
     ({"engine.gpu_memory_utilization": 1.2}, "engine.gpu_memory_utilization", "(0, 1]"),

@@ -6,11 +6,15 @@ Run: .venv/bin/python -m pytest tests/unit/test_policy.py
 
 from __future__ import annotations
 
+import math
+from types import SimpleNamespace
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers
+from torch import nn
 from transformers import (
     Gemma2Config,
     Gemma2ForCausalLM,
@@ -44,9 +48,9 @@ def _tiny_qwen2(seed: int = 0) -> Qwen2ForCausalLM:
     return Qwen2ForCausalLM(config).float()
 
 
-def _sample(prompt, completion, advantage=0.0) -> RoleSample:
+def _sample(prompt, completion, advantage=0.0, temperature=1.0) -> RoleSample:
     return RoleSample(role=Role.RESPONDER, task=TaskType.DOC_MC, group_id="g", prompt_ids=tuple(prompt),
-                      completion_ids=tuple(completion), reward=0.0, advantage=advantage)
+                      completion_ids=tuple(completion), reward=0.0, advantage=advantage, temperature=temperature)
 
 
 def _left_padded_batch(seed: int = 1) -> dict[str, torch.Tensor]:
@@ -57,11 +61,13 @@ def _left_padded_batch(seed: int = 1) -> dict[str, torch.Tensor]:
     return collate(samples, pad_id=0)
 
 
-def _naive_logprobs(model, batch, with_entropy=False):
-    """Full [N, L, V] logits -> log_softmax -> gather: the reference the chunked path must match."""
+def _naive_logprobs(model, batch, with_entropy=False, temperatures=None):
+    """Full [N, L, V] logits (/ T per row) -> log_softmax -> gather: the reference the chunked path must match."""
     position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                    position_ids=position_ids).logits.float()
+    if temperatures is not None:
+        logits = logits / torch.as_tensor(temperatures, dtype=torch.float32)[:, None, None]  # [N, 1, 1]
     logprobs_all = torch.log_softmax(logits[:, :-1], dim=-1)  # [N, L-1, V]
     scored = batch["completion_mask"][:, 1:]
     token = logprobs_all.gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
@@ -121,6 +127,115 @@ def test_entropy_and_its_gradient_match_naive(tiny_model):
     assert entropy[batch["completion_mask"]].min() > 5.0
     for name, param in tiny_model.named_parameters():
         assert torch.allclose(param.grad, naive_grads[name], atol=1e-5), name
+
+
+@pytest.mark.parametrize("chunk_tokens", [3, 1024])
+def test_logprobs_at_temperature_match_full_logits_divided_by_t(tiny_model, chunk_tokens):
+    batch = _left_padded_batch()
+    naive_t1, _ = _naive_logprobs(tiny_model, batch)
+    naive, _ = _naive_logprobs(tiny_model, batch, temperatures=[0.7] * 4)  # log_softmax(logits / 0.7)
+    chunked, _ = sequence_logprobs(tiny_model, batch["input_ids"], batch["attention_mask"],
+                                   batch["completion_mask"], chunk_tokens, temperature=0.7)
+    assert torch.allclose(chunked, naive, atol=1e-5)
+    # T = 0.7 really changed them: not the T = 1 values (a near-uniform head differs by > 1e-3 per token)
+    scored = batch["completion_mask"]
+    assert ((chunked[scored] - naive_t1[scored]).abs() > 1e-3).all()
+
+
+def test_per_row_temperatures_each_match_their_own_and_their_gradients(tiny_model):
+    batch = _left_padded_batch(seed=3)
+    temperatures = torch.tensor([0.7, 1.0, 0.7, 1.0])  # rows 0 and 2 at 0.7, rows 1 and 3 at 1.0
+    tiny_model.zero_grad()
+    naive, _ = _naive_logprobs(tiny_model, batch, temperatures=temperatures)
+    naive.sum().backward()
+    naive_grads = {name: p.grad.clone() for name, p in tiny_model.named_parameters()}
+    tiny_model.zero_grad()
+    chunked, _ = sequence_logprobs(tiny_model, batch["input_ids"], batch["attention_mask"],
+                                   batch["completion_mask"], chunk_tokens=3, temperature=temperatures)
+    chunked.sum().backward()
+    at_07, _ = _naive_logprobs(tiny_model, batch, temperatures=[0.7] * 4)
+    at_1, _ = _naive_logprobs(tiny_model, batch)
+    assert torch.allclose(chunked[[0, 2]], at_07[[0, 2]], atol=1e-5)
+    assert torch.allclose(chunked[[1, 3]], at_1[[1, 3]], atol=1e-5)
+    for name, param in tiny_model.named_parameters():
+        assert torch.allclose(param.grad, naive_grads[name], atol=1e-5), name
+
+
+def test_entropy_at_temperature_matches_naive_and_is_lower_than_at_one(tiny_model):
+    batch = _left_padded_batch(seed=2)
+    _, naive_entropy = _naive_logprobs(tiny_model, batch, temperatures=[0.7] * 4)
+    _, entropy = sequence_logprobs(tiny_model, batch["input_ids"], batch["attention_mask"],
+                                   batch["completion_mask"], chunk_tokens=4, with_entropy=True, temperature=0.7)
+    _, entropy_t1 = sequence_logprobs(tiny_model, batch["input_ids"], batch["attention_mask"],
+                                      batch["completion_mask"], chunk_tokens=4, with_entropy=True)
+    assert torch.allclose(entropy, naive_entropy, atol=1e-5)
+    # T < 1 sharpens every non-uniform distribution: strictly less entropy at each scored position
+    scored = batch["completion_mask"]
+    assert (entropy[scored] < entropy_t1[scored]).all()
+
+
+class _OneHotLM(nn.Module):
+    """Hand-checkable LM over 2 tokens: the "decoder" embeds token k as the one-hot e_k (no context), so the
+    logits after token k are column k of the 2x2 head weight (then the soft-cap, if any)."""
+
+    def __init__(self, weight: list[list[float]], softcap: float | None = None) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(2, 2, _weight=torch.eye(2))
+        self.lm_head = nn.Linear(2, 2, bias=False)
+        self.lm_head.weight.data = torch.tensor(weight)
+        self.config = SimpleNamespace(final_logit_softcapping=softcap)
+
+    def get_decoder(self):
+        return lambda input_ids, **_: SimpleNamespace(last_hidden_state=self.embed(input_ids))
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+
+def _two_token_batch() -> dict[str, torch.Tensor]:
+    return collate([_sample([0], [1, 0])], pad_id=0)  # prompt "0", completion "1 0": input_ids [[0, 1, 0]]
+
+
+def test_two_token_hand_example_at_temperature():
+    # logits after token 0: column 0 = z0 = [0, 0.7 ln 3]; after token 1: column 1 = z1 = [1.4 ln 2, 0]
+    model = _OneHotLM([[0.0, 1.4 * math.log(2)], [0.7 * math.log(3), 0.0]])
+    batch = _two_token_batch()
+    args = (batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    logprobs, entropy = sequence_logprobs(model, *args, with_entropy=True, temperature=batch["temperatures"] * 0.7)
+    # T = 0.7: z0 / T = [0, ln 3] -> p = [1/4, 3/4], token 1: ln 3/4 = -0.28768
+    #          z1 / T = [ln 4, 0] -> p = [4/5, 1/5], token 0: ln 4/5 = -0.22314
+    assert logprobs[0].tolist() == pytest.approx([0.0, -0.28768, -0.22314], abs=1e-5)
+    # entropy: -(1/4 ln 1/4 + 3/4 ln 3/4) = 0.34657 + 0.21576 = 0.56233;
+    #          -(4/5 ln 4/5 + 1/5 ln 1/5) = 0.17851 + 0.32189 = 0.50040
+    assert entropy[0].tolist() == pytest.approx([0.0, 0.56233, 0.50040], abs=1e-5)
+    at_one, _ = sequence_logprobs(model, *args)
+    # T = 1: ln(e^0.76903 / (1 + e^0.76903)) = ln(2.15766 / 3.15766) = -0.38081;
+    #        ln(e^0.97041 / (1 + e^0.97041)) = ln(2.63902 / 3.63902) = -0.32131
+    assert at_one[0].tolist() == pytest.approx([0.0, -0.38081, -0.32131], abs=1e-5)
+
+
+def test_temperature_divides_after_the_softcap_like_the_sampler():
+    # z after either token: [0, atanh 0.5] = [0, 0.54931] (target 1), [0.54931, 0] (target 0); cap 1, T = 0.5
+    cap_arg = math.atanh(0.5)
+    model = _OneHotLM([[0.0, cap_arg], [cap_arg, 0.0]], softcap=1.0)
+    batch = _two_token_batch()
+    logprobs, _ = sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
+                                    temperature=0.5)
+    # cap then T: tanh(0.54931) = 0.5, / 0.5 = 1 -> ln(e / (1 + e)) = -0.31326
+    # (T then cap would give tanh(0.54931 / 0.5) = tanh(ln 3) = 0.8 -> ln(e^0.8 / (1 + e^0.8)) = -0.37110)
+    assert logprobs[0].tolist() == pytest.approx([0.0, -0.31326, -0.31326], abs=1e-5)
+
+
+def test_greedy_temperature_zero_is_scored_at_one_and_wrong_shapes_raise(tiny_model):
+    batch = _left_padded_batch()
+    args = (batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    at_one, _ = sequence_logprobs(tiny_model, *args)
+    for greedy in (0.0, torch.zeros(4), torch.tensor([0.0, 1.0, -1.0, 1.0])):
+        logprobs, _ = sequence_logprobs(tiny_model, *args, temperature=greedy)
+        assert torch.isfinite(logprobs).all()
+        assert torch.allclose(logprobs, at_one, atol=1e-6)  # T <= 0 -> 1, no division by zero
+    with pytest.raises(ValueError, match="one value per row"):
+        sequence_logprobs(tiny_model, *args, temperature=torch.ones(3))
 
 
 def test_lm_head_never_sees_more_rows_than_a_chunk(tiny_model):
@@ -241,6 +356,13 @@ def test_collate_left_pads_and_marks_completions():
     assert batch["completion_mask"].tolist() == [[False, False, False, False, True, True],
                                                  [False, False, True, True, True, True]]
     assert batch["advantages"].tolist() == [1.5, -0.5]
+    assert batch["temperatures"].tolist() == [1.0, 1.0]  # RoleSample's default
+
+
+def test_collate_carries_each_samples_temperature():
+    batch = collate([_sample([1], [2], temperature=0.7), _sample([1, 2], [3])], pad_id=0)
+    assert batch["temperatures"].dtype == torch.float32
+    assert batch["temperatures"].tolist() == pytest.approx([0.7, 1.0])
 
 
 def test_collate_scores_nothing_of_an_empty_completion_and_rejects_an_empty_prompt():

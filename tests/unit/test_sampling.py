@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from spell.sampling import draw_questioner_negatives, draw_verifier_groups
+from spell.sampling import draw_questioner_negatives, draw_verifier_groups, draw_verifier_groups_by_rank
 
 # ---- draw_questioner_negatives ----
 
@@ -102,3 +102,43 @@ def test_verifier_groups_reject_bad_arguments():
         draw_verifier_groups([1], 8, 0.125, 0, random.Random(0))
     with pytest.raises(ValueError):
         draw_verifier_groups([1], 8, -0.1, 8, random.Random(0))
+
+
+# ---- draw_verifier_groups_by_rank (torchrun: one draw over the union of the ranks' pools) ----
+
+
+def test_verifier_quota_across_ranks_is_global_and_split_by_owner():
+    # responder counts 8 and 0, ratio .5, G_v 2 -> global quota int(8 * .5 / 2) = 2 groups.
+    # Rank by rank (the old rule): rank 0 quota 2 > its 1 group -> skipped; rank 1 quota int(0) = 0 -> nothing.
+    assert draw_verifier_groups(["a0"], 8, 0.5, 2, random.Random(0)) == []
+    assert draw_verifier_groups(["b0", "b1", "b2"], 0, 0.5, 2, random.Random(0)) == []
+    # Union pool [(0, 0), (1, 0), (1, 1), (1, 2)] has 4 >= 2 groups: 2 drawn. random.Random(0).sample(union, 2)
+    # = [(1, 2), (1, 0)] -> both on rank 1; random.Random(2) gives [(0, 0), (1, 2)] -> one each.
+    assert draw_verifier_groups_by_rank([1, 3], [8, 0], 0.5, 2, random.Random(0)) == [[], [2, 0]]
+    assert draw_verifier_groups_by_rank([1, 3], [8, 0], 0.5, 2, random.Random(2)) == [[0], [2]]
+    for seed in range(20):
+        drawn = draw_verifier_groups_by_rank([1, 3], [8, 0], 0.5, 2, random.Random(seed))
+        assert len(drawn[0]) + len(drawn[1]) == 2 and set(drawn[0]) <= {0} and set(drawn[1]) <= {0, 1, 2}
+
+
+def test_verifier_quota_across_ranks_skips_when_the_union_pool_is_short():
+    # global quota int((8 + 8) * .5 / 2) = 4 > 1 + 2 groups: nobody trains the verifier this step
+    assert draw_verifier_groups_by_rank([1, 2], [8, 8], 0.5, 2, random.Random(0)) == [[], []]
+
+
+@pytest.mark.parametrize(
+    ("available", "num_sequences", "ratio", "votes"),
+    [(40, 1024, 0.125, 8), (16, 1024, 0.125, 8), (15, 1024, 0.125, 8), (10, 40, 0.5, 4), (3, 63, 0.125, 8)],
+)
+def test_verifier_draw_with_one_rank_equals_draw_verifier_groups(available, num_sequences, ratio, votes):
+    groups = [f"v{i}" for i in range(available)]
+    old_rng, new_rng = random.Random(7), random.Random(7)
+    expected = draw_verifier_groups(groups, num_sequences, ratio, votes, old_rng)
+    (mine,) = draw_verifier_groups_by_rank([available], [num_sequences], ratio, votes, new_rng)
+    assert [groups[i] for i in mine] == expected  # same groups, same order
+    assert new_rng.getstate() == old_rng.getstate()  # and the same draws from the rng
+
+
+def test_verifier_draw_across_ranks_rejects_mismatched_lists():
+    with pytest.raises(ValueError):
+        draw_verifier_groups_by_rank([1, 2], [8], 0.5, 2, random.Random(0))
