@@ -5,7 +5,8 @@ flattened buckets); both variants run in the same torchrun processes on the same
 per-rank batches (left-padded prompt + completion, random advantages), A/B interleaved, through the project's
 own collate / sequence_logprobs / grpo_loss. Reported per variant: the median update time and the training-state
 memory one rank holds (parameters + gradients + AdamW moments, bytes of its local tensors); FSDP2 also keeps
-an unsharded rollout replica for generation, reported separately.
+an unsharded rollout replica for generation, refreshed after each update: its memory and sync time are reported
+separately.
 
     .venv/bin/python benchmarks/sharded_update.py          # re-launches itself under torchrun, 2 CPU ranks
 Writes benchmarks/results/sharded_update.json; the last line is ``sharded_update: ...``.
@@ -133,7 +134,7 @@ def training_state_bytes(model, optimizer) -> dict[str, int]:
 
 def worker(args: argparse.Namespace) -> None:
     from spell.rl import distributed
-    from spell.rl.sharding import shard_policy
+    from spell.rl.sharding import copy_full_weights, shard_policy
 
     info = distributed.init_distributed("cpu")
     torch.set_num_threads(1)
@@ -143,16 +144,24 @@ def worker(args: argparse.Namespace) -> None:
     variants = {"allreduce": (replica, torch.optim.AdamW(replica.parameters(), lr=1e-5)),
                 "fsdp2": (sharded, torch.optim.AdamW(sharded.parameters(), lr=1e-5))}
     samples = build_samples(args, info.rank)
+    rollout, sync = copy.deepcopy(base).requires_grad_(False), []
     times: dict[str, list[float]] = {name: [] for name in variants}
     for repeat in range(args.repeats + 1):  # the first round warms up, A/B interleaved afterwards
         order = list(variants) if repeat % 2 == 0 else list(reversed(variants))
         for name in order:
             model, optimizer = variants[name]
             seconds = update(model, optimizer, samples, args, info.world_size, name == "fsdp2")
+            if name == "fsdp2":  # the engine's replica is refreshed after every sharded update
+                start = time.perf_counter()
+                copy_full_weights(sharded, rollout)
+                torch.distributed.barrier()
+                if repeat:
+                    sync.append(time.perf_counter() - start)
             if repeat:
                 times[name].append(seconds)
     memory = {name: training_state_bytes(*variants[name]) for name in variants}
     memory["fsdp2_rollout_replica"] = {"params": local_bytes(list(base.parameters()))}
+    times["fsdp2_replica_sync"] = sync
     gathered = distributed.gather_to_main({"rank": info.rank, "times": times, "memory": memory})
     if info.is_main:
         report(args, info.world_size, gathered, sum(p.numel() for p in base.parameters()))
@@ -173,7 +182,7 @@ def report(args: argparse.Namespace, world_size: int, ranks: list[dict], num_par
           f"{median['fsdp2'] / median['allreduce']:.2f}x time ({median['fsdp2']:.2f} s vs "
           f"{median['allreduce']:.2f} s); training state per rank {mib['fsdp2']:.1f} MiB vs "
           f"{mib['allreduce']:.1f} MiB ({mib['allreduce'] / mib['fsdp2']:.2f}x less), + rollout replica "
-          f"{mib['fsdp2_rollout_replica']:.1f} MiB")
+          f"{mib['fsdp2_rollout_replica']:.1f} MiB synced in {median['fsdp2_replica_sync']:.3f} s")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,14 +5,14 @@ followed by ONE optimizer step over the mixed batch of all roles (Eq. 10). Stric
 "old" log-probs are the current ones detached (ratio 1, clip inert). Micro-batches are packed by token
 budget and their losses are normalised by the whole batch's token count, so gradient accumulation gives
 exactly the token-mean over the batch. Everything needed to continue exactly is checkpointed.
-Under ``torchrun`` every rank runs this loop on its own shard (see :mod:`spell.rl.distributed`): token counts and
-gradients are summed over ranks before the one optimizer step; rank 0 alone logs and writes checkpoints.
+Under ``torchrun`` every rank runs this loop on its own shard of document sets (see :mod:`spell.rl.distributed`)
+with the policy sharded by FSDP2 (:mod:`spell.rl.sharding`): token counts are summed over ranks and gradients
+reduce-scattered before the one optimizer step; rank 0 alone logs; every rank writes its checkpoint shard.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import random
@@ -34,7 +34,14 @@ from spell.rl.engine import Engine, build_engine
 from spell.rl.losses import grpo_loss
 from spell.rl.metrics import MetricLogger, dump_samples, pop_timings, progress, stage_timer
 from spell.rl.policy import autocast_dtype, collate, load_policy, pack_micro_batches, resolve_device, sequence_logprobs
-from spell.rl.sharding import copy_full_weights, full_tensor, gradient_scale, set_gradient_sync, shard_policy
+from spell.rl.sharding import (
+    copy_full_weights,
+    full_tensor,
+    gradient_scale,
+    rollout_replica,
+    set_gradient_sync,
+    shard_policy,
+)
 from spell.rlvr import collect_rlvr_experience, load_labelled
 from spell.selfplay import SelfPlayContext
 from spell.types import EngineKind, Role, RoleSample, TrainMode
@@ -108,7 +115,7 @@ class Trainer:
         self.ref_model = self._load_reference() if cfg.grpo.kl_coef > 0 and not lora else None
         self.autocast = compute
         if self.dist.enabled:
-            self.rollout_model = copy.deepcopy(self.model).requires_grad_(False).to(compute or torch.float32)
+            self.rollout_model = rollout_replica(self.model, compute or torch.float32)
             shard_policy(self.model, self.device, self.dist.world_size, compute_dtype=compute,
                          cpu_offload=cfg.train.fsdp_cpu_offload)
             if self.ref_model is not None:

@@ -23,6 +23,7 @@ Three details the rest of the trainer relies on:
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 
@@ -119,6 +120,21 @@ def full_tensor(value: torch.Tensor, device: torch.device | None = None) -> torc
     if device is not None and value.device != device:
         value = value.to(device)
     return value.full_tensor()
+
+
+@torch.no_grad()
+def rollout_replica(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A frozen copy of the (unsharded) ``model`` with its floating parameters in ``dtype``.
+
+    Parameters are cast one at a time into ``deepcopy``'s memo, so no second full-precision copy ever exists
+    (for 7B: 15 GB of bf16, not 30 GB of fp32 first). Tied parameters stay tied; buffers (e.g. RoPE
+    frequencies) keep their dtype, as ``from_pretrained(dtype=...)`` keeps them.
+    """
+    memo: dict[int, object] = {}
+    for param in model.parameters():
+        cast = param.detach().to(dtype, copy=True) if param.is_floating_point() else param.detach().clone()
+        memo[id(param)] = nn.Parameter(cast, requires_grad=False)
+    return copy.deepcopy(model, memo)
 
 
 @torch.no_grad()

@@ -190,8 +190,8 @@ def nccl_driver(corpus: str, policy: str, out: str, port: str) -> None:
     """Run in a subprocess: one step in a 1-rank nccl group with every collective of spell.rl.distributed on.
 
     ``init_distributed`` leaves a 1-rank job alone and the helpers are no-ops below 2 ranks, so this joins the
-    group itself and forces the helpers active: then all_reduce_dict/gradients, broadcast, the object
-    gathers (metrics, sample dump, checkpoint state) and barrier all go through NCCL, as in a multi-GPU run.
+    group itself and forces the helpers active: then all_reduce_dict, broadcast, the object gathers (metrics,
+    sample dump, checkpoint state) and barriers all go through NCCL, as in a multi-GPU run (one rank: no FSDP).
     """
     import torch.distributed as dist
 
@@ -240,3 +240,74 @@ def test_one_step_under_nccl_with_one_rank(corpus, tiny_policy_dir, tmp_path):
         # Exact: another process, but the same GPU, kernels and batch, and NCCL sums over one rank copy
         # (bit-identical in 4 runs on an H100; loosen to atol=1e-5 if another GPU ever disagrees)
         torch.testing.assert_close(result["params"][name], param.detach().cpu(), rtol=0, atol=0, msg=name)
+
+
+# ---- 5. FSDP2 on CUDA: bf16 compute, fp32 master weights and reduction (one rank, nccl) ---------------------
+def fsdp_driver(policy: str, out: str, port: str) -> None:
+    """Run in a subprocess: shard the tiny policy with FSDP2 in a 1-rank nccl group, one AdamW step in bf16."""
+    import torch.distributed as dist
+    from torch.distributed.tensor import DTensor
+
+    from spell.config import ModelConfig
+    from spell.rl.losses import grpo_loss
+    from spell.rl.policy import load_policy, sequence_logprobs
+    from spell.rl.sharding import full_tensor, shard_policy
+
+    torch.cuda.set_device(0)
+    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    device = torch.device("cuda")
+    model, _ = load_policy(ModelConfig(path=policy), device)
+    reference, _ = load_policy(ModelConfig(path=policy), device)
+    shard_policy(model, device, 1, compute_dtype=torch.bfloat16)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.randint(3, 300, (2, 24), device=device)
+    mask = torch.ones_like(ids)
+    completion = torch.zeros_like(ids, dtype=torch.bool)
+    completion[:, 16:] = True
+    head_dtypes = set()
+    model.get_output_embeddings().register_forward_hook(lambda m, i, o: head_dtypes.add(o.dtype))
+    logprobs, _ = sequence_logprobs(model, ids, mask, completion, 8, temperature=torch.tensor([0.7, 1.0]))
+    loss, _ = grpo_loss(logprobs, logprobs.detach(), torch.tensor([1.0, -1.0], device=device), completion,
+                        clip_low=0.2, clip_high=0.2, num_tokens_total=16)
+    loss.backward()
+    with torch.no_grad():
+        exact, _ = sequence_logprobs(reference, ids, mask, completion, 8, temperature=torch.tensor([0.7, 1.0]))
+    grad_dtypes = {p.grad.dtype for p in model.parameters()}
+    optimizer.step()
+    torch.save({"param_types": {type(p).__name__ for p in model.parameters()},
+                "param_dtypes": {p.dtype for p in model.parameters()}, "grad_dtypes": grad_dtypes,
+                "head_dtypes": head_dtypes, "adam_dtypes": {s["exp_avg"].dtype for s in optimizer.state.values()},
+                "max_logprob_error": float((logprobs.detach() - exact).abs().max()),
+                "dtensor": all(isinstance(p, DTensor) for p in model.parameters()),
+                "full": {n: full_tensor(p).detach().cpu() for n, p in model.named_parameters()}},
+               Path(out) / "fsdp.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not torch.distributed.is_nccl_available(), reason="torch built without nccl")
+def test_fsdp2_step_on_cuda_computes_in_bf16_and_keeps_fp32_master_weights(tiny_policy_dir, tmp_path):
+    if not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    code = "import sys; from tests.gpu.test_cuda_training import fsdp_driver; fsdp_driver(*sys.argv[1:])"
+    cmd = [sys.executable, "-c", code, str(tiny_policy_dir), str(tmp_path), str(free_port())]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = torch.load(tmp_path / "fsdp.pt", weights_only=False)
+    assert result["dtensor"] and result["param_dtypes"] == {torch.float32}  # sharded fp32 master weights
+    assert result["grad_dtypes"] == {torch.float32} and result["adam_dtypes"] == {torch.float32}
+    assert result["head_dtypes"] == {torch.bfloat16}  # the chunked log-probs ran the head in bf16
+    assert result["max_logprob_error"] < 0.1  # bf16 compute vs the fp32 unsharded model, same temperatures
+    assert all(torch.isfinite(t).all() for t in result["full"].values())
+
+
+# ---- 6. LoRA on CUDA --------------------------------------------------------------------------------------
+def test_lora_step_on_cuda_trains_only_the_adapter(corpus, tiny_policy_dir, tmp_path):
+    trainer = make_trainer(cuda_cfg(corpus, tiny_policy_dir, tmp_path / "run", "train.max_steps=1",
+                                    "model.lora_rank=8"))
+    before = params_of(trainer)
+    metrics = trainer.train()
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert changed and all(".lora_" in n for n in changed)
+    assert all(p.is_cuda and p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert metrics["train/skipped"] == 0.0 and math.isfinite(metrics["train/loss"])
