@@ -99,3 +99,26 @@ def test_spell_eval_missing_data_dir_exits_2(tiny_model_dir, tmp_path, caplog):
         assert cli.run_eval(args) == 2
     assert "longbench_v2: data file not found" in caplog.text
     assert not (tmp_path / "eval" / "generations.jsonl").exists()
+
+
+def test_a_training_checkpoint_is_exported_once_then_evaluated(tiny_model_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from spell.rl.checkpoint import save_checkpoint
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.lm_head.weight.add_(0.01)  # a "trained" policy that differs from the base folder
+    from transformers import AutoTokenizer
+
+    ckpt = save_checkpoint(tmp_path / "run", 3, model, AutoTokenizer.from_pretrained(tiny_model_dir), None, None,
+                           {"step": 3}, keep_last=1)
+    out = tmp_path / "eval"
+    path = cli.resolve_model_path(tmp_path / "run", out)  # a run folder: its latest checkpoint, exported
+    assert path == out / "model_run_step_000003" and (path / "model.safetensors").is_file()
+    exported = AutoModelForCausalLM.from_pretrained(path)
+    assert torch.equal(exported.lm_head.weight, model.lm_head.weight)
+    stamp = (path / "model.safetensors").stat().st_mtime_ns
+    assert cli.resolve_model_path(ckpt, out) == path and (path / "model.safetensors").stat().st_mtime_ns == stamp
+    assert cli.run_eval(_args(tmp_path / "run", out, "--limit", "1")) == 0  # reuses the export
