@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# --overwrite: a second `make train` moves the earlier runs/builtin aside (runs/builtin.replaced-TIME), never deletes it
+TRAIN_FLAGS ?= --overwrite
+
 train: $(STAMP)
-	$(BIN)/spell train $(ARGS)
+	$(BIN)/spell train $(TRAIN_FLAGS) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check spell tests benchmarks

@@ -22,7 +22,7 @@ logger = logging.getLogger("spell.cli")
 
 BUILTIN_PRESET = "builtin"
 # Defined in modules that are imported lazily (torch, pyarrow), so matched by name.
-USER_ERROR_NAMES = frozenset({"CorpusError", "CheckpointError", "DataError"})
+USER_ERROR_NAMES = frozenset({"CorpusError", "CheckpointError", "DataError", "RunDirError", "TrainingDivergedError"})
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,16 +33,24 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def _resolve_config(args: argparse.Namespace) -> SpellConfig:
     config = args.config
     resume = getattr(args, "resume", None)
-    if resume and config is None:
-        saved = Path(resume) / "config.yaml"
+    run_dir = None
+    if resume:
+        from spell.rl.rundir import run_dir_of
+
+        run_dir = run_dir_of(resume)  # a run folder, or a checkpoint inside one
+        if not Path(resume).is_dir():
+            raise FileNotFoundError(f"--resume {resume}: no such folder. Fix: pass a run's output_dir or one of "
+                                    "its checkpoints/step_XXXXXX folders")
+    if run_dir is not None and config is None:
+        saved = run_dir / "config.yaml"
         if not saved.is_file():
-            raise ConfigError(f"--resume {resume}: no config.yaml there; is it a run's output_dir?")
+            raise ConfigError(f"--resume {resume}: no config.yaml in {run_dir}; is it a run's output_dir?")
         config = str(saved)
     if config is None and not any(o.startswith("model.path=") for o in args.overrides):
         config = BUILTIN_PRESET
     overrides = list(args.overrides)
-    if resume and not any(o.startswith("output_dir=") for o in overrides):
-        overrides.append(f"output_dir={resume}")  # keep writing where we resume from, whatever the cwd
+    if run_dir is not None and not any(o.startswith("output_dir=") for o in overrides):
+        overrides.append(f"output_dir={run_dir}")  # keep writing into the run we resume, whatever the cwd
     return load_config(config, overrides)
 
 
@@ -59,7 +67,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = apply_builtin_defaults(cfg)
         if dist.is_main:
             distributed.barrier()
-        Trainer(cfg, resume_from=args.resume).train()
+        Trainer(cfg, resume_from=args.resume, overwrite=args.overwrite,
+                allow_config_change=args.allow_config_change).train()
         if dist.is_main:
             from spell.report import write_run_summary
 
@@ -117,7 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="run SPELL self-play training")
     _add_config_arguments(train)
-    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint")
+    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest good checkpoint "
+                       "(or from DIR itself, a checkpoints/step_N folder)")
+    train.add_argument("--overwrite", action="store_true", help="start even if output_dir holds a run: that run is "
+                       "moved aside to OUTPUT_DIR.replaced-TIME, never deleted")
+    train.add_argument("--allow-config-change", action="store_true",
+                       help="with --resume: accept overrides that change the run's algorithm (they are logged)")
     train.set_defaults(func=cmd_train)
 
     validate = sub.add_parser("validate", help="check config and data, render one prompt per role (no model)")

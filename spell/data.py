@@ -10,8 +10,10 @@ Row schema (one JSON object per JSONL line, or one Parquet row):
 * Other keys (e.g. ``metadata``) are ignored. Blank JSONL lines are skipped.
 
 Every row is validated before training starts; all problems (up to 20) are reported together as
-``file:line: problem. Fix: ...`` in one :class:`CorpusError`. Rows whose tasks are all missing from
-``data.tasks`` are skipped with a warning. Each set plays exactly one task. Flexible rows are spread so that
+``file:line: problem. Fix: ...`` in one :class:`CorpusError` (bytes that are not UTF-8 name their line and
+byte). Rows whose tasks are all missing from ``data.tasks``, and sets longer in total than
+``data.max_docset_chars`` characters (they can never fit a prompt), are skipped with a count and a warning;
+an empty file among the corpus files is warned about. Each set plays exactly one task. Flexible rows are spread so that
 the configured tasks get balanced counts: a seeded shuffle, then each row goes to its least-filled allowed
 task (round-robin when every task is allowed). This is the authors' equal split (spec §2.2), but seeded.
 :class:`TaskBalancedSampler` is the authors' domain sampler: an equal share per task in every draw, drawn
@@ -71,22 +73,49 @@ class _Errors:
         raise CorpusError(f"{self.count} problem(s) in the training corpus:\n  " + "\n  ".join(lines))
 
 
+def _missing_file_problem(path: Path) -> str:
+    """Why ``path`` (not a regular file) cannot be read, with the fix."""
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".jsonl", ".parquet"))
+        example = f" (it holds {len(inside)}: {', '.join(inside[:3])}{', ...' if len(inside) > 3 else ''})"
+        return (f"{path}: is a directory, not a file. Fix: list its .jsonl/.parquet files in data.train_files"
+                + (example if inside else ""))
+    if path.exists():
+        return f"{path}: not a regular file. Fix: point data.train_files at .jsonl/.parquet files"
+    return f"{path}: file not found. Fix: check the path in data.train_files"
+
+
+def _iter_jsonl(path: Path, errors: _Errors) -> Iterator[tuple[str, object]]:
+    # Read bytes, so a byte that is not UTF-8 is reported with its line and position instead of a traceback.
+    with path.open("rb") as handle:
+        for line_number, raw_line in enumerate(handle, start=1):
+            try:
+                line = raw_line.decode("utf-8-sig" if line_number == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                errors.add(f"{path}:{line_number}: not UTF-8 (byte 0x{raw_line[err.start]:02x} at byte "
+                           f"{err.start + 1} of the line). Fix: save the file as UTF-8 "
+                           "(e.g. iconv -f latin1 -t utf-8 in.jsonl > out.jsonl)")
+                continue
+            if not line.strip():
+                continue
+            try:
+                yield f"{path}:{line_number}", json.loads(line)
+            except json.JSONDecodeError as err:
+                errors.add(f"{path}:{line_number}: invalid JSON ({err.msg} at column {err.colno}). "
+                           "Fix: write one JSON object per line")
+
+
 def _iter_file(path: Path, errors: _Errors) -> Iterator[tuple[str, object]]:
     """Yield ``(location, raw row)`` for every row of one file; unreadable rows are reported to ``errors``."""
     if not path.is_file():
-        errors.add(f"{path}: file not found. Fix: check the path in data.train_files")
+        errors.add(_missing_file_problem(path))
         return
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with path.open(encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield f"{path}:{line_number}", json.loads(line)
-                except json.JSONDecodeError as err:
-                    errors.add(f"{path}:{line_number}: invalid JSON ({err.msg} at column {err.colno}). "
-                               "Fix: write one JSON object per line")
+        try:
+            yield from _iter_jsonl(path, errors)
+        except OSError as err:
+            errors.add(f"{path}: cannot read ({err.strerror or err}). Fix: check the file's permissions")
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -107,7 +136,8 @@ def _parse_task_field(value: object) -> tuple[tuple[TaskType, ...] | None, str |
         return None, None
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list | tuple) or not names:
-        return None, f"'task' must be a task name or a non-empty list of them, got {value!r}"
+        return None, (f"'task' must be a task name or a non-empty list of them, got {value!r:.60}. "
+                      f"Fix: use one of {_TASK_NAMES}, a list of them, or drop 'task' (any task)")
     tasks: list[TaskType] = []
     for name in names:
         if not isinstance(name, str) or name not in TaskType.__members__.values():
@@ -120,13 +150,20 @@ def _parse_task_field(value: object) -> tuple[tuple[TaskType, ...] | None, str |
 def _parse_row(location: str, raw: object) -> tuple[_Row | None, str | None]:
     """Validate one raw row: ``(row, None)`` or ``(None, "location: problem. Fix: ...")``."""
     if not isinstance(raw, dict):
-        return None, f"{location}: expected a JSON object, got {type(raw).__name__}"
+        return None, (f"{location}: expected a JSON object, got {type(raw).__name__}. "
+                      'Fix: write one object per row, e.g. {"id": "s1", "documents": ["..."]}')
     row_id = raw.get("id")
-    if not isinstance(row_id, str) or not row_id.strip():
-        return None, f"{location}: missing or empty 'id'. Fix: give every row a unique non-empty string id"
+    if row_id is None:
+        return None, f"{location}: missing 'id'. Fix: give every row a unique non-empty string id"
+    if not isinstance(row_id, str):
+        return None, (f"{location}: id must be a string, got {type(row_id).__name__} {row_id!r:.40}. "
+                      "Fix: quote it (\"id\": \"7\", not \"id\": 7)")
+    if not row_id.strip():
+        return None, f"{location}: empty 'id'. Fix: give every row a unique non-empty string id"
     documents = raw.get("documents")
     if not isinstance(documents, list | tuple) or not documents:
-        return None, f"{location}: id {row_id!r}: 'documents' must be a non-empty list of strings"
+        return None, (f"{location}: id {row_id!r}: 'documents' must be a non-empty list of strings. "
+                      'Fix: put the texts in a JSON list, e.g. "documents": ["first text", "second text"]')
     for index, doc in enumerate(documents):
         if not isinstance(doc, str) or not doc.strip():
             return None, (f"{location}: id {row_id!r}: documents[{index}] is empty or not a string. "
@@ -136,17 +173,24 @@ def _parse_row(location: str, raw: object) -> tuple[_Row | None, str | None]:
         return None, f"{location}: id {row_id!r}: {problem}"
     source = raw.get("source") or ""
     if not isinstance(source, str):
-        return None, f"{location}: id {row_id!r}: 'source' must be a string, got {type(source).__name__}"
+        return None, (f"{location}: id {row_id!r}: 'source' must be a string, got {type(source).__name__}. "
+                      "Fix: make it a string or drop it")
     return _Row(location, row_id, tuple(documents), allowed, source), None
 
 
-def _read_rows(paths: Sequence[str | Path]) -> list[_Row]:
-    """Read and validate every row of every file; raise one CorpusError listing all problems."""
+def _read_rows(paths: Sequence[str | Path], max_docset_chars: int) -> tuple[list[_Row], int]:
+    """Read and validate every row of every file; raise one CorpusError listing all problems.
+
+    Returns the kept rows and the number of rows skipped as longer than ``max_docset_chars`` (0 = no limit).
+    """
     errors = _Errors()
     rows: list[_Row] = []
+    too_long: list[tuple[_Row, int]] = []
     first_seen: dict[str, str] = {}
     for path in paths:
+        num_rows, num_errors = 0, errors.count
         for location, raw in _iter_file(Path(path), errors):
+            num_rows += 1
             row, problem = _parse_row(location, raw)
             if problem:
                 errors.add(problem)
@@ -155,9 +199,26 @@ def _read_rows(paths: Sequence[str | Path]) -> list[_Row]:
                            "Fix: make ids unique across all data.train_files")
             else:
                 first_seen[row.id] = location
-                rows.append(row)
+                num_chars = sum(len(doc) for doc in row.documents)
+                if max_docset_chars and num_chars > max_docset_chars:
+                    too_long.append((row, num_chars))
+                else:
+                    rows.append(row)
+        if num_rows == 0 and errors.count == num_errors:
+            logger.warning("%s: no document sets (empty file). Fix: fill it or remove it from data.train_files", path)
     errors.raise_if_any()
-    return rows
+    if too_long:
+        row, num_chars = too_long[0]
+        logger.warning("skipped %d document set(s) longer than %d characters in total, which cannot fit a prompt "
+                       "(e.g. %s id %r: %d characters). Fix: split them into smaller sets, or raise "
+                       "data.max_docset_chars (0 = 8 x data.max_prompt_tokens)", len(too_long), max_docset_chars,
+                       row.location, row.id, num_chars)
+    if not rows:
+        reason = (f"all {len(too_long)} are longer than {max_docset_chars} characters (data.max_docset_chars)"
+                  if too_long else "every file is empty")
+        raise CorpusError(f"no usable document set in data.train_files: {reason}. "
+                          "Fix: add document sets that fit data.max_prompt_tokens")
+    return rows, len(too_long)
 
 
 def _check_tasks(tasks: Sequence[str]) -> list[TaskType]:
@@ -205,47 +266,59 @@ def _assign_tasks(rows: list[_Row], tasks: list[TaskType], seed: int) -> tuple[l
     return docsets, len(skipped)
 
 
-def load_docsets(paths: Sequence[str | Path], tasks: Sequence[str], seed: int = 0) -> list[DocSet]:
+def load_docsets(paths: Sequence[str | Path], tasks: Sequence[str], seed: int = 0,
+                 max_docset_chars: int = 0) -> list[DocSet]:
     """Read, validate and task-assign the corpus.
 
     Args:
         paths: ``.jsonl`` and/or ``.parquet`` files (schema in the module docstring).
         tasks: the configured task types (``data.tasks``).
         seed: seed of the assignment of rows that allow several tasks.
+        max_docset_chars: sets whose documents hold more characters in total are skipped with a warning
+            (``DataConfig.docset_char_limit``); 0 = no limit.
 
     Returns:
         One ``DocSet`` per kept row, in file/row order, each with its assigned task.
 
     Raises:
-        CorpusError: missing files, unreadable rows or invalid fields (all listed at once), or a
-            configured task with no document set.
+        CorpusError: missing files, unreadable rows or invalid fields (all listed at once), no usable row,
+            or a configured task with no document set.
     """
-    return _load(paths, tasks, seed)[0]
+    return load_corpus(paths, tasks, seed, max_docset_chars)[0]
 
 
-def _load(paths: Sequence[str | Path], tasks: Sequence[str], seed: int) -> tuple[list[DocSet], int]:
+def load_corpus(paths: Sequence[str | Path], tasks: Sequence[str], seed: int = 0,
+                max_docset_chars: int = 0) -> tuple[list[DocSet], dict]:
+    """:func:`load_docsets` plus the summary ``spell validate`` prints (see :func:`validate_corpus`)."""
     if not paths:
         raise CorpusError("no corpus files given. Fix: list .jsonl/.parquet files in data.train_files")
     task_types = _check_tasks(tasks)
-    return _assign_tasks(_read_rows(paths), task_types, seed)
+    rows, too_long = _read_rows(paths, max_docset_chars)
+    docsets, skipped = _assign_tasks(rows, task_types, seed)
+    return docsets, _summary(docsets, task_types, skipped, too_long)
 
 
-def validate_corpus(paths: Sequence[str | Path], tasks: Sequence[str], seed: int = 0) -> dict:
+def validate_corpus(paths: Sequence[str | Path], tasks: Sequence[str], seed: int = 0,
+                    max_docset_chars: int = 0) -> dict:
     """Check the corpus and summarise it (for ``spell validate``).
 
     Args:
         paths: corpus files.
         tasks: the configured task types.
         seed: assignment seed (as in :func:`load_docsets`).
+        max_docset_chars: as in :func:`load_docsets`.
 
     Returns:
-        ``{"num_docsets", "skipped_rows", "per_task": {task: n}, "per_source": {source: n},
-        "documents_per_set": {"min", "mean", "max"}, "total_characters"}``.
+        ``{"num_docsets", "skipped_rows", "skipped_too_long", "per_task": {task: n}, "per_source":
+        {source: n}, "documents_per_set": {"min", "mean", "max"}, "total_characters"}``.
 
     Raises:
         CorpusError: as :func:`load_docsets`.
     """
-    docsets, skipped = _load(paths, tasks, seed)
+    return load_corpus(paths, tasks, seed, max_docset_chars)[1]
+
+
+def _summary(docsets: list[DocSet], tasks: list[TaskType], skipped: int, too_long: int) -> dict:
     doc_counts = [len(d.documents) for d in docsets]
     per_source: dict[str, int] = {}
     for docset in docsets:
@@ -253,7 +326,8 @@ def validate_corpus(paths: Sequence[str | Path], tasks: Sequence[str], seed: int
     return {
         "num_docsets": len(docsets),
         "skipped_rows": skipped,
-        "per_task": {t: sum(d.task == t for d in docsets) for t in _check_tasks(tasks)},
+        "skipped_too_long": too_long,
+        "per_task": {t: sum(d.task == t for d in docsets) for t in tasks},
         "per_source": per_source,
         "documents_per_set": {"min": min(doc_counts), "mean": sum(doc_counts) / len(doc_counts),
                               "max": max(doc_counts)},

@@ -20,9 +20,9 @@ from spell.types import SamplingParams
 
 
 def load_heldout(cfg: EvalConfig) -> list[EvalItem]:
-    """The configured held-out questions (first ``limit`` of each file)."""
+    """The configured held-out questions (first ``limit`` of each file; none when ``heldout_files`` is unset)."""
     items: list[EvalItem] = []
-    for path in cfg.heldout_files:
+    for path in cfg.heldout_files or []:
         loaded = load_generic(path)
         items.extend(loaded[: cfg.limit] if cfg.limit else loaded)
     return items

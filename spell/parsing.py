@@ -3,7 +3,9 @@
 ``parse_question`` turns a questioner completion into a :class:`~spell.types.Question` or a
 :class:`~spell.types.Rejection` (``bad_format``: penalised, ``dropped``: not trained); ``parse_verdict`` turns a
 verifier completion into a :class:`~spell.types.Verdict`. Model output is data: nothing here raises on any text,
-and JSON is read with a strict ``json.loads`` (no repair; the prompts' own JSON examples are valid).
+and JSON is read with a strict ``json.loads`` (no repair; the prompts' own JSON examples are valid). A completion
+longer than ``max_chars`` is not parsed at all (``bad_format`` / ``invalid``): an engine cannot return more than
+``max_new_tokens`` tokens, so only a runaway or corrupt output gets there, and it must not cost a second a parse.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from spell.tasks.docmath import extract_numeric_answer, format_number, normalize
 from spell.types import Question, QuestionStatus, Rejection, TaskType, Verdict
 
 __all__ = [
+    "MAX_COMPLETION_CHARS",
+    "completion_char_limit",
     "extract_json_block",
     "parse_question",
     "parse_verdict",
@@ -28,11 +32,25 @@ __all__ = [
 ]
 
 MAX_TRAILING_OBJECT_STARTS = 64  # '{' positions tried when looking for a bare object at the end of the text
+# Longest completion the parsers read by default: 16 characters per token (English BPE averages about 4) at
+# the default 4,096-token budget. Parsing is linear, but 1 MB of code fences takes about a second.
+CHARS_PER_TOKEN_CAP = 16
+MAX_COMPLETION_CHARS = CHARS_PER_TOKEN_CAP * 4096
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _NO_JSON = object()
 _MARKER = re.compile(r"\[\[\s*(YES|NO)\s*\]\]", re.IGNORECASE)
 _DECISION = re.compile(r"decision\s*[:：]([^\n]*)", re.IGNORECASE)
 _YES_WORD, _NO_WORD = re.compile(r"\bYES\b"), re.compile(r"\bNO\b")
+
+
+def completion_char_limit(max_new_tokens: int) -> int:
+    """The ``max_chars`` for completions of at most ``max_new_tokens`` tokens (never below the default cap).
+
+    Example:
+        >>> completion_char_limit(1024), completion_char_limit(20480)
+        (65536, 327680)
+    """
+    return max(MAX_COMPLETION_CHARS, CHARS_PER_TOKEN_CAP * max_new_tokens)
 
 
 def remove_control_chars(text: str) -> str:
@@ -180,6 +198,7 @@ def parse_question(
     *,
     max_answer_tokens: int = 40,
     count_tokens: Callable[[str], int] | None = None,
+    max_chars: int = MAX_COMPLETION_CHARS,
 ) -> Question | Rejection:
     """Validate a questioner completion (spec §4.1). Never raises.
 
@@ -188,12 +207,15 @@ def parse_question(
         task: the task type the question was asked for (an unknown task gives bad_format, as in the spec).
         max_answer_tokens: general-QA answers longer than this are dropped (authors: 40 policy tokens).
         count_tokens: token counter for that limit; default: whitespace-separated words.
+        max_chars: a longer completion is bad_format without being parsed (see
+            :func:`completion_char_limit`).
 
     Returns:
         A :class:`Question` (DocMath reference: :func:`~spell.tasks.docmath.format_number`, e.g. ``"12.5"``,
         ``"3"``; MC: the letter, with the options in ``question``), or a :class:`Rejection` with status
-        ``bad_format`` (no JSON object, missing/mistyped fields, bad options or letter) or ``dropped``
-        (unclosed ``<think>``, DocMath answer zero or unparseable, general-QA answer too long).
+        ``bad_format`` (longer than ``max_chars``, no JSON object, missing/mistyped fields, bad options or
+        letter) or ``dropped`` (unclosed ``<think>``, DocMath answer zero or unparseable, general-QA answer too
+        long).
 
     Example:
         >>> parse_question('<think>...</think>```json\\n{"question": "Total?", "answer": "$12.50"}\\n```',
@@ -208,6 +230,8 @@ def parse_question(
         task = TaskType(task)
     except (ValueError, TypeError):
         return _bad(f"unknown task {task!r}", text)
+    if len(text) > max_chars:
+        return _bad(f"completion has {len(text)} > {max_chars} characters (not parsed)", text)
     body = strip_thinking(text)
     if body is None:
         return _dropped("unclosed <think>", text)
@@ -239,10 +263,11 @@ def _decision_line_verdict(text: str) -> Verdict | None:
     return Verdict.YES if kinds == {"YES"} else Verdict.NO
 
 
-def parse_verdict(text: str) -> Verdict:
-    """A verifier completion's decision (spec §4.6, made robust).
+def parse_verdict(text: str, *, max_chars: int = MAX_COMPLETION_CHARS) -> Verdict:
+    """A verifier completion's decision (spec §4.6, made robust). Never raises.
 
-    After think handling (unclosed ``<think>`` -> INVALID) the first rule that decides wins:
+    A completion longer than ``max_chars`` is INVALID without being read. After think handling (unclosed
+    ``<think>`` -> INVALID) the first rule that decides wins:
 
     1. ``[[YES]]`` / ``[[NO]]`` markers (any case): the **last** marker wins.
     2. The last "Decision:" line, if it holds exactly one of the words yes/no (any case).
@@ -254,6 +279,7 @@ def parse_verdict(text: str) -> Verdict:
 
     Args:
         text: the raw verifier completion.
+        max_chars: longest completion read (see :func:`completion_char_limit`).
 
     Returns:
         ``Verdict.YES``, ``Verdict.NO`` or ``Verdict.INVALID`` (equal to "yes"/"no"/"invalid").
@@ -264,6 +290,8 @@ def parse_verdict(text: str) -> Verdict:
         >>> parse_verdict("<think>They differ, so [[NO]]") == "invalid"
         True
     """
+    if not isinstance(text, str) or len(text) > max_chars:
+        return Verdict.INVALID
     body = strip_thinking(text)
     if body is None:
         return Verdict.INVALID

@@ -17,7 +17,7 @@ from typing import Any
 
 from spell.config import SpellConfig
 from spell.memory import HistoryMemory
-from spell.parsing import parse_question, parse_verdict
+from spell.parsing import completion_char_limit, parse_question, parse_verdict
 from spell.prompts import Templates, join_documents
 from spell.prompts.questioner import draw_target_letter_for, render_questioner_prompt
 from spell.prompts.responder import EMPTY_CONTEXT, render_responder_prompt
@@ -146,7 +146,8 @@ def generate_questions(records: list[QuestionRecord], ctx: SelfPlayContext) -> N
         record.completion = completion
         parsed = parse_question(completion.text, record.docset.task,
                                 max_answer_tokens=ctx.cfg.questioner.max_answer_tokens,
-                                count_tokens=ctx.count_tokens)
+                                count_tokens=ctx.count_tokens,
+                                max_chars=completion_char_limit(ctx.cfg.questioner.max_new_tokens))
         if isinstance(parsed, Rejection):
             _reject(record, parsed.status, parsed.reason)
         else:
@@ -208,7 +209,7 @@ def collect_verifier_votes(records: list[QuestionRecord], ctx: SelfPlayContext) 
     outputs = ctx.engine.generate(prompts, ctx.sampling(cfg.max_new_tokens), cfg.num_votes)
     for (record, i), group in zip(jobs, outputs, strict=True):
         record.verdict_completions[i] = list(group)
-        record.votes[i] = [parse_verdict(c.text) for c in group]
+        record.votes[i] = [parse_verdict(c.text, max_chars=completion_char_limit(cfg.max_new_tokens)) for c in group]
 
 
 def score_records(records: list[QuestionRecord], cfg: SpellConfig) -> None:

@@ -28,8 +28,16 @@ from spell.data import TaskBalancedSampler, load_docsets
 from spell.experience import SUMMED_METRICS, collect_experience, sample_dump
 from spell.heldout import heldout_metrics, load_heldout
 from spell.memory import HistoryMemory, merge_memory_states
-from spell.rl import distributed
-from spell.rl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from spell.rl import distributed, rundir
+from spell.rl.checkpoint import (
+    COMPLETE_MARKER,
+    CheckpointError,
+    latest_checkpoint,
+    latest_good_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from spell.rl.engine import Engine, build_engine
 from spell.rl.losses import grpo_loss
 from spell.rl.metrics import MetricLogger, dump_samples, pop_timings, progress, stage_timer
@@ -60,24 +68,27 @@ class Trainer:
     """Owns model, optimizer, engine, memory and sampler for one run. ``Trainer(cfg).train()`` runs it."""
 
     def __init__(self, cfg: SpellConfig, resume_from: str | Path | None = None,
-                 engine_factory: Callable[[Any, Any], Engine] | None = None) -> None:
+                 engine_factory: Callable[[Any, Any], Engine] | None = None, *, overwrite: bool = False,
+                 allow_config_change: bool = False) -> None:
         self.cfg = cfg
         self.dist = distributed.dist_info()  # torchrun rank / world size; a single process unless a group is set up
         self.output_dir = Path(cfg.output_dir)
         self.start_step = 0
         self.seed = cfg.train.seed + self.dist.rank  # ranks sample differently; one process is unchanged
         seed_everything(self.seed)
-        # The order matters: (1) data and templates are cheap and fail fast, before minutes of model loading;
-        # (2) the model is loaded and wrapped (sharded) before (3) the optimizer, which must hold the final
-        # (sharded) parameters; (4) the engine samples from the wrapped model; (5) the self-play state and a
-        # resumed checkpoint need all of the above; (6) logging goes last, when the start step is known.
+        # The order matters: (1) data and templates are cheap and fail fast, then the run folder is claimed (or
+        # the checkpoint to resume chosen and verified), all before minutes of model loading; (2) the model is
+        # loaded and wrapped (sharded) before (3) the optimizer, which must hold the final (sharded) parameters;
+        # (4) the engine samples from the wrapped model; (5) the self-play state and a resumed checkpoint need
+        # all of the above; (6) logging goes last, when the start step is known.
         self._setup_data(engine_factory)
+        checkpoint = self._setup_run_dir(resume_from, overwrite, allow_config_change)
         self._setup_model()
         self._setup_optimizer()
         self._setup_engine(engine_factory)
         self._setup_selfplay_state()
-        if resume_from is not None:
-            self._restore(Path(resume_from))
+        if checkpoint is not None:
+            self._restore(checkpoint)
         self._setup_logging()
         self.ctx = SelfPlayContext(cfg, self.engine, self.tokenizer, self.memory, self.templates, self.rng)
 
@@ -95,11 +106,40 @@ class Trainer:
         if cfg.train.mode == TrainMode.RLVR:  # the baseline trains on labelled questions, never on raw docsets
             self.docsets, self.labelled = load_labelled(cfg.data.labelled_files, cfg.data.tasks)
         else:
-            self.docsets = load_docsets(cfg.data.train_files, cfg.data.tasks, seed=cfg.train.seed)
+            self.docsets = load_docsets(cfg.data.train_files, cfg.data.tasks, seed=cfg.train.seed,
+                                        max_docset_chars=cfg.data.docset_char_limit)
         heldout = load_heldout(cfg.eval)  # every rank validates it (a bad file must not strand the others)
         self.heldout = heldout if self.dist.is_main else []
         self.templates = load_templates_checked(cfg.questioner.template_dir)
         check_model_folder(cfg.model.path)
+
+    def _setup_run_dir(self, resume_from: str | Path | None, overwrite: bool, allow_change: bool) -> Path | None:
+        """A fresh run claims ``output_dir`` (refused if it holds another run; ``overwrite`` moves that aside);
+        a resume checks its config against the run's and returns the newest good checkpoint (verified).
+
+        Rank 0 alone decides, moves and reads every checkpoint file once; every rank gets its verdict, so all
+        of them raise the same one-line error or go on together.
+        """
+        outcome: tuple[str | None, str | None] = (None, None)  # (checkpoint, error) as decided by rank 0
+        if self.dist.is_main:
+            try:
+                outcome = (self._claim_run_dir(resume_from, overwrite, allow_change), None)
+            except (rundir.RunDirError, CheckpointError) as err:
+                outcome = (None, f"{type(err).__name__}:{err}")
+        checkpoint, error = distributed.gather_objects(outcome)[0]
+        if error is not None:
+            kind, message = error.split(":", 1)
+            raise (rundir.RunDirError if kind == "RunDirError" else CheckpointError)(message)
+        return Path(checkpoint) if checkpoint is not None else None
+
+    def _claim_run_dir(self, resume_from: str | Path | None, overwrite: bool, allow_change: bool) -> str | None:
+        config_text = config_to_yaml(self.cfg)
+        if resume_from is None:
+            rundir.claim_fresh(self.output_dir, config_text, overwrite)
+            return None
+        rundir.claim_for_resume(rundir.run_dir_of(resume_from), self.output_dir, config_text, overwrite=overwrite,
+                                allow_change=allow_change)
+        return str(choose_checkpoint(Path(resume_from)))
 
     def _setup_model(self) -> None:
         """The policy (identical on every rank; FSDP2-sharded under torchrun), the unsharded replica the engine
@@ -156,11 +196,8 @@ class Trainer:
         self.metrics = MetricLogger(self.output_dir, tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
                                     wandb_project=cfg.logging.wandb_project, config=config_to_dict(cfg),
                                     enabled=self.dist.is_main)
-        # Resuming keeps the steps up to the checkpoint; a fresh run into an old output_dir starts a new file.
-        dropped = self.metrics.truncate_after(self.start_step or -1)
-        if dropped and not self.start_step:
-            logger.warning("%s/metrics.jsonl held %d lines of an earlier run: started afresh",
-                           self.output_dir, dropped)
+        if self.start_step:  # a resume keeps the steps up to its checkpoint (a fresh run has a fresh folder)
+            self.metrics.truncate_after(self.start_step)
 
     # ---- the loop ------------------------------------------------------------------------------------
     def train(self) -> dict[str, float]:
@@ -255,6 +292,7 @@ class Trainer:
         finite = math.isfinite(grad_norm)  # a global norm: identical on every rank
         if finite:
             self.optimizer.step()
+            self._check_finite_weights(self.scheduler.last_epoch + 1)
         else:
             logger.warning("non-finite gradient norm %s: update skipped, weights unchanged", grad_norm)
         self.scheduler.step()
@@ -321,16 +359,35 @@ class Trainer:
         with stage_timer("checkpoint"):
             ranks = distributed.gather_to_main(self.rank_state())
             state = self.state(step, ranks) if self.dist.is_main else {}
-            path = save_checkpoint(self.output_dir, step, self.model, self.tokenizer, self.optimizer,
-                                   self.scheduler, state, self.cfg.train.keep_last_checkpoints)
+            try:
+                path = save_checkpoint(self.output_dir, step, self.model, self.tokenizer, self.optimizer,
+                                       self.scheduler, state, self.cfg.train.keep_last_checkpoints)
+            except OSError as err:  # disk full, permissions, a vanished mount: the temp folder is already gone
+                raise CheckpointError(
+                    f"saving checkpoint step {step} to {self.output_dir} failed ({err.strerror or err}); the last "
+                    f"good checkpoint is {self._last_good()}. Fix: free disk space (or fix the folder), then "
+                    f"spell train --resume {self.output_dir}") from None
         return path
 
-    def _restore(self, path: Path) -> None:
-        ckpt = path if (path / "state.json").exists() else latest_checkpoint(path)
-        if ckpt is None:
-            raise FileNotFoundError(f"--resume {path}: no complete checkpoint found under {path}/checkpoints; "
-                                    "start without --resume or point at a run's output_dir")
-        state = load_checkpoint(ckpt, self.model, self.optimizer, self.scheduler)  # DCP reshards to this run
+    def _last_good(self) -> str:
+        last = latest_checkpoint(self.output_dir)
+        return str(last) if last is not None else "none (the run must start again)"
+
+    def _check_finite_weights(self, step: int) -> None:
+        """Stop the run when an update made any weight inf/NaN: such a model is never saved as a checkpoint."""
+        bad = sum(int(not torch.isfinite(full_local(p)).all()) for p in self.model.parameters() if p.requires_grad)
+        bad = int(distributed.all_reduce_dict({"bad": bad})["bad"])
+        if bad:
+            raise TrainingDivergedError(
+                f"step {step}: the update left {bad} parameter tensor(s) inf/NaN; nothing of this step was saved. "
+                f"The last good checkpoint is {self._last_good()}. Fix: lower grpo.lr (or grpo.max_grad_norm), "
+                f"then spell train --resume {self.output_dir} --allow-config-change grpo.lr=...")
+
+    def _restore(self, ckpt: Path) -> None:
+        """Load the verified checkpoint ``ckpt`` (chosen by :func:`choose_checkpoint`) into this run."""
+        # checksums were verified when it was chosen; DCP reshards to this run's ranks
+        state = load_checkpoint(ckpt, self.model, self.optimizer, self.scheduler, verify=False)
+        self._apply_optimizer_config()
         self.start_step = int(state["step"])
         saved_world = int(state.get("world_size", 1))
         ranks = state["ranks"] if "ranks" in state else [state]  # older checkpoints: one rank at top level
@@ -340,6 +397,15 @@ class Trainer:
             self._redistribute_rank_states(ranks, saved_world)
         self._sync_engine()  # an engine with its own weights (replica, vLLM) must sample the restored policy
         logger.info("resumed from %s at step %d", ckpt, self.start_step)
+
+    def _apply_optimizer_config(self) -> None:
+        """The config's AdamW settings win over the checkpoint's (a resume with --allow-config-change grpo.lr=...
+        must train at the new rate); the schedule position and the moments are kept."""
+        grpo = self.cfg.grpo
+        self.scheduler.base_lrs = [grpo.lr] * len(self.optimizer.param_groups)
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_lr(), strict=True):
+            group.update(initial_lr=grpo.lr, lr=lr, weight_decay=grpo.weight_decay,
+                         betas=(grpo.adam_beta1, grpo.adam_beta2))
 
     def _restore_rank_state(self, mine: dict, ckpt: Path) -> None:
         """Same world size: this rank's memory, sampler and RNGs exactly as saved."""
@@ -368,6 +434,40 @@ class Trainer:
         logger.warning("resumed a %d-rank checkpoint on %d rank(s): weights, optimizer, schedule and %d history "
                        "memory entries carried over; document-set samplers and RNG streams restarted",
                        saved_world, self.dist.world_size, len(merged["entries"]))
+
+
+class TrainingDivergedError(RuntimeError):
+    """An update made the weights non-finite; the run stops before saving them."""
+
+
+def full_local(param: torch.Tensor) -> torch.Tensor:
+    """This rank's elements of a (possibly FSDP-sharded) parameter."""
+    return param.to_local() if hasattr(param, "to_local") else param
+
+
+def choose_checkpoint(path: Path) -> Path:
+    """The checkpoint ``--resume PATH`` means: PATH itself if it is one, else the newest GOOD one of run PATH.
+
+    Damaged newer checkpoints (manifest mismatch, unreadable state) are skipped with a warning each.
+
+    Raises:
+        CheckpointError: PATH is a damaged checkpoint, or the run has no good checkpoint (one line, the fix).
+    """
+    if (path / "state.json").exists() or (path / COMPLETE_MARKER).exists():
+        reason = verify_checkpoint(path)
+        if reason is not None:
+            raise CheckpointError(f"--resume {path}: the checkpoint is damaged ({reason}). Fix: --resume "
+                                  f"{path.parent.parent} falls back to the newest good checkpoint of the run")
+        return path
+    ckpt, skipped = latest_good_checkpoint(path)
+    for bad, reason in skipped:
+        logger.warning("checkpoint %s is damaged (%s): skipped", bad, reason)
+    if ckpt is None:
+        raise CheckpointError(f"--resume {path}: no good checkpoint under {path / 'checkpoints'}. Fix: start the "
+                              "run again without --resume (a new output_dir, or --overwrite to move this one aside)")
+    if skipped:
+        logger.warning("resuming from %s, the newest good checkpoint", ckpt)
+    return ckpt
 
 
 def _rng_to_json(state: tuple) -> list:

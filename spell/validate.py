@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from spell.config import ConfigError, SpellConfig
-from spell.data import load_docsets, validate_corpus
+from spell.data import load_corpus
 from spell.heldout import load_heldout
 from spell.prompts import join_documents, load_templates
 from spell.prompts.questioner import draw_target_letter_for, render_questioner_prompt
@@ -44,12 +44,11 @@ def check_model_folder(path: str | None) -> str:
 
 def validate(cfg: SpellConfig, console: Console | None = None) -> int:
     """Check everything cheap and show rendered prompts. Returns the exit code (0 = ok)."""
-    from spell.builtin.defaults import ensure_world
+    from spell.builtin.defaults import builtin_corpus
 
     console = console or Console()
     if not cfg.data.train_files:
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(
-            cfg.data, train_files=[str(ensure_world() / "train.jsonl")]))
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_files=[str(builtin_corpus(cfg))]))
     model = check_model_folder(cfg.model.path)
     heldout = load_heldout(cfg.eval)
     if cfg.train.mode == TrainMode.RLVR:
@@ -57,10 +56,13 @@ def validate(cfg: SpellConfig, console: Console | None = None) -> int:
         console.print(f"[bold green]labelled questions ok[/] {len(labelled)} (train.mode=rlvr)")
     if heldout:
         console.print(f"[bold green]held-out questions ok[/] {len(heldout)}")
-    summary = validate_corpus(cfg.data.train_files, cfg.data.tasks, seed=cfg.train.seed)
+    docsets, summary = load_corpus(cfg.data.train_files, cfg.data.tasks, seed=cfg.train.seed,
+                                   max_docset_chars=cfg.data.docset_char_limit)
     templates = load_templates_checked(cfg.questioner.template_dir)
-    docsets = load_docsets(cfg.data.train_files, cfg.data.tasks, seed=cfg.train.seed)
     console.print(f"[bold green]config ok[/] model: {model}")
+    if summary["skipped_too_long"]:
+        console.print(f"[bold yellow]warning[/] {summary['skipped_too_long']} document set(s) skipped: longer than "
+                      f"{cfg.data.docset_char_limit} characters (data.max_docset_chars), they cannot fit a prompt")
     console.print(f"[bold green]corpus ok[/] {summary}")
     rng = random.Random(cfg.train.seed)
     for task in cfg.data.tasks:

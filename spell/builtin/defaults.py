@@ -62,19 +62,36 @@ def ensure_policy(root: Path | None = None) -> Path:
     return folder
 
 
+def builtin_corpus(cfg: SpellConfig) -> Path:
+    """The built-in world's ``train.jsonl``, for a config without ``data.train_files``.
+
+    With the user's own ``model.path`` this fallback is rarely what was meant, so it is announced in one
+    warning line (the ``builtin`` preset, with the built-in policy too, uses it silently).
+    """
+    world = ensure_world()
+    if cfg.model.path is not None:
+        logger.warning("data.train_files is empty: using the built-in world corpus %s, not your documents. "
+                       "Fix: set data.train_files=[your_docsets.jsonl]", world / "train.jsonl")
+    return world / "train.jsonl"
+
+
 def apply_builtin_defaults(cfg: SpellConfig) -> SpellConfig:
     """Fill an unset corpus / model with the built-in ones (builds them on first use).
 
-    With the built-in corpus, unset held-out questions (``eval.heldout_files``) and RLVR labels
-    (``data.labelled_files``) come from the same world: held-out sets are disjoint from training sets.
+    With the built-in corpus, unset held-out questions (``eval.heldout_files`` null) and RLVR labels
+    (``data.labelled_files``) come from the same world: held-out sets are disjoint from training sets. An
+    explicit ``eval.heldout_files=[]`` stays empty; with the user's corpus an unset one becomes ``[]``.
     """
     data, model, evaluation = cfg.data, cfg.model, cfg.eval
+    heldout = [] if evaluation.heldout_files is None else evaluation.heldout_files
     if not data.train_files:
-        world = ensure_world()
-        data = dataclasses.replace(data, train_files=[str(world / "train.jsonl")],
+        corpus = builtin_corpus(cfg)
+        world = corpus.parent
+        data = dataclasses.replace(data, train_files=[str(corpus)],
                                    labelled_files=data.labelled_files or [str(world / TRAIN_LABELLED)])
-        if not evaluation.heldout_files:
-            evaluation = dataclasses.replace(evaluation, heldout_files=[str(world / "heldout.jsonl")])
+        if evaluation.heldout_files is None:
+            heldout = [str(world / "heldout.jsonl")]
+    evaluation = dataclasses.replace(evaluation, heldout_files=heldout)
     if model.path is None:
         model = dataclasses.replace(model, path=str(ensure_policy()))
     return dataclasses.replace(cfg, data=data, model=model, eval=evaluation)

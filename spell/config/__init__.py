@@ -9,11 +9,13 @@ the code only sees real dataclasses. Unknown keys, bad types and cross-field con
 from __future__ import annotations
 
 import dataclasses
+import io
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from spell.config.algorithm import (
@@ -93,6 +95,9 @@ def resolve_preset(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise ConfigError(f"config {name_or_path!r} is a directory. Fix: give a YAML file (e.g. {path}/config.yaml) "
+                          "or a packaged preset name")
     packaged = PRESET_DIR / (name_or_path if name_or_path.endswith(".yaml") else f"{name_or_path}.yaml")
     if packaged.is_file():
         return packaged
@@ -100,24 +105,57 @@ def resolve_preset(name_or_path: str) -> Path:
     raise ConfigError(f"config {name_or_path!r} is neither a file nor a packaged preset; presets: {names}")
 
 
+def _load_yaml(path: Path) -> DictConfig:
+    """One YAML config file; syntax and encoding errors as one line ``file:line:column: problem. Fix: ...``."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err}). Fix: check the file's permissions") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ConfigError(f"{path}:{line}:{column}: byte 0x{data[err.start]:02x} is not UTF-8. "
+                          "Fix: save the file as UTF-8") from None
+    try:
+        loaded = OmegaConf.load(io.StringIO(text))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML ({problem}). Fix: correct the syntax there (indent with spaces, "
+                          "write `key: value`, quote values that contain ': ' or ' #')") from None
+    except OSError:  # OmegaConf's answer to a scalar document ("Invalid loaded object type")
+        loaded = None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: the top level is not a mapping of sections. "
+                          "Fix: write sections as `grpo:` with indented `lr: 2.0e-6` lines")
+    return loaded
+
+
 def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> SpellConfig:
     """Build the config: defaults <- preset YAML <- ``key=value`` overrides, then validate.
 
     Raises:
-        ConfigError: unknown key, bad type or value, naming the file or override and the fix.
+        ConfigError: unknown key, bad type or value, naming the file or override and the fix; YAML syntax
+            errors as ``file:line:column``.
     """
     merged = OmegaConf.structured(SpellConfig)
     source = "defaults"
+    loaded = None
+    if name_or_path:  # file errors name the file themselves
+        path = resolve_preset(name_or_path)
+        source = str(path)
+        loaded = _load_yaml(path)
     try:
-        if name_or_path:
-            path = resolve_preset(name_or_path)
-            source = str(path)
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        if loaded is not None:
+            merged = OmegaConf.merge(merged, loaded)
         if overrides:
+            source = "command-line overrides"
             bad = [o for o in overrides if "=" not in o]
             if bad:
-                raise ConfigError(f"override {bad[0]!r} is not key=value (e.g. train.max_steps=2)")
-            source = "command-line overrides"
+                raise ConfigError(f"override {bad[0]!r} is not key=value. Fix: write it as e.g. train.max_steps=2")
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:

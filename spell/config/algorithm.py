@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from spell.config.errors import _fail
+from spell.config.errors import _check_finite, _fail
 from spell.config.run import ALL_TASKS
 from spell.types import (
     AdvantageScope,
@@ -31,7 +31,8 @@ class SamplingConfig:
     top_p: float = 0.95
 
     def __post_init__(self) -> None:
-        if self.temperature <= 0:
+        _check_finite("sampling", self)
+        if not self.temperature > 0:
             _fail("sampling.temperature", self.temperature, "must be > 0 (self-play needs diverse samples)")
         if not 0 < self.top_p <= 1:
             _fail("sampling.top_p", self.top_p, "must be in (0, 1]")
@@ -72,14 +73,19 @@ class QuestionerConfig:
     template_dir: str | None = None
 
     def __post_init__(self) -> None:
+        _check_finite("questioner", self)
         if self.num_docs < 1:
             _fail("questioner.num_docs", self.num_docs, "must be >= 1")
-        if self.gaussian_sigma <= 0:
+        if not 0 <= self.gaussian_mu <= 1:
+            _fail("questioner.gaussian_mu", self.gaussian_mu, "must be in [0, 1], where the mean reward r̄ lies")
+        if not self.gaussian_sigma > 0:
             _fail("questioner.gaussian_sigma", self.gaussian_sigma, "must be > 0")
-        if self.bad_case_ratio < 0:
+        if not self.bad_case_ratio >= 0:
             _fail("questioner.bad_case_ratio", self.bad_case_ratio, "must be >= 0 (0 disables negatives)")
         if self.max_new_tokens < 1:
             _fail("questioner.max_new_tokens", self.max_new_tokens, "must be >= 1")
+        if self.max_answer_tokens < 1:
+            _fail("questioner.max_answer_tokens", self.max_answer_tokens, "must be >= 1")
 
 
 @dataclass
@@ -93,6 +99,12 @@ class GroundingConfig:
 
     enable: bool = True
     threshold: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_finite("grounding", self)
+        if not 0 < self.threshold <= 1:
+            _fail("grounding.threshold", self.threshold, "must be in (0, 1] (rule scores lie in [0, 1]); "
+                  "use grounding.enable=false to turn the filter off")
 
 
 @dataclass
@@ -110,6 +122,8 @@ class ResponderConfig:
     def __post_init__(self) -> None:
         if self.group_size < 2:
             _fail("responder.group_size", self.group_size, "must be >= 2 for a group baseline (paper: 8)")
+        if self.max_new_tokens < 1:
+            _fail("responder.max_new_tokens", self.max_new_tokens, "must be >= 1")
 
 
 @dataclass
@@ -139,6 +153,7 @@ class VerifierConfig:
     max_new_tokens: int = 1024
 
     def __post_init__(self) -> None:
+        _check_finite("verifier", self)
         if self.num_votes < 1:
             _fail("verifier.num_votes", self.num_votes, "must be >= 1")
         if self.enable_update and self.enable and self.num_votes < 2:
@@ -147,8 +162,10 @@ class VerifierConfig:
         if not 0 <= self.agreement_low <= self.agreement_high <= 1:
             _fail("verifier.agreement_low/high", (self.agreement_low, self.agreement_high),
                   "need 0 <= agreement_low <= agreement_high <= 1")
-        if self.update_ratio < 0:
+        if not self.update_ratio >= 0:
             _fail("verifier.update_ratio", self.update_ratio, "must be >= 0")
+        if self.max_new_tokens < 1:
+            _fail("verifier.max_new_tokens", self.max_new_tokens, "must be >= 1")
 
 
 @dataclass
@@ -174,6 +191,7 @@ class RewardsConfig:
     invalid_verdict: float = -1.0
 
     def __post_init__(self) -> None:
+        _check_finite("rewards", self)
         if self.combine == RewardCombine.SUM:
             _fail("rewards.combine", "sum", "sum gives responder rewards up to 2, but the questioner reward (Eq. 7) "
                   "needs a mean in [0, 1]; use max (paper), mean or min")
@@ -215,15 +233,26 @@ class GRPOConfig:
     adam_beta2: float = 0.999
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
+        _check_finite("grpo", self)
+        if not self.lr > 0:
             _fail("grpo.lr", self.lr, "must be > 0")
-        if self.clip_low < 0 or self.clip_high < 0:
+        if not self.weight_decay >= 0:
+            _fail("grpo.weight_decay", self.weight_decay, "must be >= 0")
+        if self.warmup_steps < 0:
+            _fail("grpo.warmup_steps", self.warmup_steps, "must be >= 0 (0 = no warm-up)")
+        if not (self.clip_low >= 0 and self.clip_high >= 0):
             _fail("grpo.clip_low/high", (self.clip_low, self.clip_high), "must be >= 0")
-        if self.kl_coef < 0:
+        if not self.kl_coef >= 0:
             _fail("grpo.kl_coef", self.kl_coef, "must be >= 0 (0 = no reference model)")
+        if not self.entropy_coef >= 0:
+            _fail("grpo.entropy_coef", self.entropy_coef, "must be >= 0 (0 = no entropy bonus)")
+        if not self.max_grad_norm > 0:
+            _fail("grpo.max_grad_norm", self.max_grad_norm, "must be > 0 (a large value clips nothing)")
         if self.micro_batch_tokens < 1 or self.logprob_chunk_tokens < 1:
             _fail("grpo.micro_batch_tokens/logprob_chunk_tokens",
                   (self.micro_batch_tokens, self.logprob_chunk_tokens), "must be >= 1")
+        if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):
+            _fail("grpo.adam_beta1/beta2", (self.adam_beta1, self.adam_beta2), "must be in [0, 1) (AdamW)")
 
 
 @dataclass

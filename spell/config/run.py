@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from spell.config.errors import _fail
+from spell.config.errors import _check_finite, _fail
 from spell.types import (
     EngineKind,
     TaskType,
@@ -12,6 +12,9 @@ from spell.types import (
 )
 
 ALL_TASKS = [TaskType.DOCMATH_QA, TaskType.DOC_GENERAL_QA, TaskType.DOC_MC]
+# Generous upper bound on characters per token (English BPE averages about 4): a document set with more than
+# this many characters per prompt token allowed cannot fit ``data.max_prompt_tokens``.
+CHARS_PER_TOKEN_BOUND = 8
 
 
 @dataclass
@@ -44,7 +47,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             _fail("model.dtype", self.dtype, "use one of auto, float32, bfloat16, float16")
-        if self.lora_rank < 0 or self.lora_alpha <= 0:
+        if not (self.lora_rank >= 0 and self.lora_alpha > 0):
             _fail("model.lora_rank/lora_alpha", (self.lora_rank, self.lora_alpha),
                   "lora_rank must be >= 0 (0 = full fine-tune) and lora_alpha > 0")
         if self.lora_rank and not self.target_modules:
@@ -68,10 +71,13 @@ class EngineConfig:
     tensor_parallel_size: int = 1
 
     def __post_init__(self) -> None:
+        _check_finite("engine", self)
         if self.max_batch_prompts < 1:
             _fail("engine.max_batch_prompts", self.max_batch_prompts, "must be >= 1")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             _fail("engine.gpu_memory_utilization", self.gpu_memory_utilization, "must be in (0, 1]")
+        if self.tensor_parallel_size < 1:
+            _fail("engine.tensor_parallel_size", self.tensor_parallel_size, "must be >= 1 (1 = no tensor parallelism)")
 
 
 @dataclass
@@ -87,6 +93,10 @@ class DataConfig:
             counted, never truncated (paper 16K; authors 18,000).
         labelled_files: labelled questions in the evaluation harness's generic JSONL format; read only by
             ``train.mode=rlvr`` (the baseline), never by SPELL.
+        max_docset_chars: document sets whose documents hold more characters than this in total are skipped
+            at load time, with a count and a warning (the responder prompt holds every document of a set, so
+            such a set can never fit). 0 = ``8 * max_prompt_tokens`` (8 characters per token is a generous
+            upper bound; English averages about 4).
     """
 
     train_files: list[str] = field(default_factory=list)
@@ -94,6 +104,7 @@ class DataConfig:
     questions_per_round: int = 480
     max_prompt_tokens: int = 16384
     labelled_files: list[str] = field(default_factory=list)
+    max_docset_chars: int = 0
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -104,6 +115,14 @@ class DataConfig:
             _fail("data.questions_per_round", self.questions_per_round, "must be >= the number of tasks")
         if self.max_prompt_tokens < 16:
             _fail("data.max_prompt_tokens", self.max_prompt_tokens, "must be >= 16")
+        if self.max_docset_chars < 0:
+            _fail("data.max_docset_chars", self.max_docset_chars,
+                  f"must be >= 0 (0 = {CHARS_PER_TOKEN_BOUND} x data.max_prompt_tokens)")
+
+    @property
+    def docset_char_limit(self) -> int:
+        """The effective ``max_docset_chars`` (0 resolved to ``CHARS_PER_TOKEN_BOUND * max_prompt_tokens``)."""
+        return self.max_docset_chars or CHARS_PER_TOKEN_BOUND * self.max_prompt_tokens
 
 
 
@@ -140,6 +159,8 @@ class TrainConfig:
         for key in ("batch_groups", "max_rounds", "max_steps", "save_every_steps", "keep_last_checkpoints"):
             if getattr(self, key) < 1:
                 _fail(f"train.{key}", getattr(self, key), "must be >= 1")
+        if not 0 <= self.seed < 2**63:
+            _fail("train.seed", self.seed, "must be in [0, 2**63)")
         if self.device not in ("auto", "cpu", "cuda"):
             _fail("train.device", self.device, "use auto, cpu or cuda")
 
@@ -149,8 +170,8 @@ class EvalConfig:
     """Held-out accuracy measured during training (labelled questions never used for training).
 
     Attributes:
-        heldout_files: generic-format JSONL question files (empty = no evaluation; the built-in default
-            sets the world's held-out set).
+        heldout_files: generic-format JSONL question files. ``null`` (not set) = the built-in world's
+            held-out set when training on the built-in corpus, else none; ``[]`` = no evaluation, always.
         every_steps: evaluate every k steps (0 = only before the first and after the last step).
         num_samples: samples per question; the score is their mean (avg@n).
         temperature: sampling temperature (0 = greedy).
@@ -158,7 +179,7 @@ class EvalConfig:
         limit: evaluate only the first k questions of each file (0 = all).
     """
 
-    heldout_files: list[str] = field(default_factory=list)
+    heldout_files: list[str] | None = None
     every_steps: int = 0
     num_samples: int = 1
     temperature: float = 0.0
@@ -166,11 +187,12 @@ class EvalConfig:
     limit: int = 0
 
     def __post_init__(self) -> None:
+        _check_finite("eval", self)
         if self.every_steps < 0 or self.limit < 0:
             _fail("eval.every_steps/limit", (self.every_steps, self.limit), "must be >= 0")
         if self.num_samples < 1 or self.max_new_tokens < 1:
             _fail("eval.num_samples/max_new_tokens", (self.num_samples, self.max_new_tokens), "must be >= 1")
-        if self.temperature < 0:
+        if not self.temperature >= 0:
             _fail("eval.temperature", self.temperature, "must be >= 0 (0 = greedy)")
 
 
@@ -191,3 +213,7 @@ class LoggingConfig:
     wandb: bool = False
     wandb_project: str = "spell-rl"
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dump_samples_every < 0:
+            _fail("logging.dump_samples_every", self.dump_samples_every, "must be >= 0 (0 = never)")

@@ -74,12 +74,21 @@ def data_error(where: str, problem: str, fix: str) -> DataError:
 
 def read_records(path: Path) -> Iterator[tuple[str, dict]]:
     """Yield ``("path:line N", record)`` for a JSONL file, or ``("path[i]", record)`` for a JSON list."""
+    if path.is_dir():
+        raise data_error(str(path), "is a directory, not a file", "give the path of the .jsonl/.json file inside it")
     if not path.is_file():
         raise data_error(str(path), "file not found", "check --data-dir / the jsonl: path")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise data_error(str(path), f"cannot read as UTF-8 ({err})", "re-download or re-export the file") from None
+        data = path.read_bytes()
+    except OSError as err:
+        raise data_error(str(path), f"cannot read ({err.strerror or err})", "check the file's permissions") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        byte = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise data_error(f"{path}:line {line}", f"not UTF-8 (byte 0x{data[err.start]:02x} at byte {byte} of the line)",
+                         "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8), or re-download it") from None
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:

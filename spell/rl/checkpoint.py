@@ -10,7 +10,9 @@ Layout: ``{output_dir}/checkpoints/step_{step:06d}/`` holds
 - ``config.json`` / ``generation_config.json`` / tokenizer files (and ``adapter_config.json`` with LoRA), so
   the folder describes its model: ``spell export`` turns it into a plain Hugging Face folder;
 - ``scheduler.pt``, ``rng.pt`` (rank 0's python/numpy/torch/CUDA generators), ``state.json`` (the caller's JSON
-  state: step, per-rank memory / sampler / RNGs, config, ...) and a ``COMPLETE`` marker written last.
+  state: step, per-rank memory / sampler / RNGs, config, ...) and a ``COMPLETE`` marker written last, holding
+  the manifest (size and SHA-256) of every other file: :func:`verify_checkpoint` checks it and
+  :func:`latest_good_checkpoint` skips damaged checkpoints.
 
 A save goes into a hidden temp folder (its name chosen by rank 0 and shared with every rank) and is renamed into
 place by rank 0, so a crash never leaves a folder that :func:`latest_checkpoint` would pick. Checkpoints of
@@ -19,6 +21,7 @@ earlier versions (``model.safetensors`` + ``optimizer.pt``, one process) still l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -267,11 +270,66 @@ def save_checkpoint(output_dir: str | Path, step: int, model, tokenizer, optimiz
     return final
 
 
+def _file_digest(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _manifest(folder: Path) -> dict[str, list]:
+    """``{relative path: [size, sha256]}`` of every file in ``folder`` but the marker."""
+    return {str(path.relative_to(folder)): [path.stat().st_size, _file_digest(path)]
+            for path in sorted(folder.rglob("*")) if path.is_file() and path.name != COMPLETE_MARKER}
+
+
+def verify_checkpoint(folder: str | Path, checksums: bool = True) -> str | None:
+    """Why ``folder`` is not a good checkpoint (one line), or None when it is.
+
+    Checks the ``COMPLETE`` marker, then every file its manifest lists: present, same size and (with
+    ``checksums``) same SHA-256, and ``state.json`` readable. Checkpoints written before manifests existed are
+    checked for the marker and ``state.json`` only.
+    """
+    folder = Path(folder)
+    marker = folder / COMPLETE_MARKER
+    if not marker.is_file():
+        return f"no {COMPLETE_MARKER} marker (an interrupted save)"
+    try:
+        manifest = json.loads(marker.read_text(encoding="utf-8")).get("files", {})
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return f"its {COMPLETE_MARKER} marker is unreadable"
+    for name, (size, digest) in sorted(manifest.items()):
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, {size} were written"
+        if checksums and _file_digest(path) != digest:
+            return f"{name} does not match its checksum (corrupted on disk)"
+    try:
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        return f"state.json is unreadable ({type(err).__name__})"
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        return "state.json has no integer step"
+    return None
+
+
+def latest_good_checkpoint(output_dir: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint that passes :func:`verify_checkpoint`, and the newer ones skipped with the reason."""
+    skipped: list[tuple[Path, str]] = []
+    for _, path in reversed(_step_dirs(Path(output_dir) / CHECKPOINT_SUBDIR)):
+        reason = verify_checkpoint(path)
+        if reason is None:
+            return path, skipped
+        skipped.append((path, reason))
+    return None, skipped
+
+
 def _seal(tmp: Path, final: Path, root: Path, step: int) -> None:
-    """fsync the temp folder, write the marker, and rename it to ``final`` (replacing an older save of the step)."""
+    """fsync the temp folder, write the marker with the manifest of every file, and rename it to ``final``
+    (replacing an older save of the same step)."""
     _fsync_tree(tmp)
     marker = tmp / COMPLETE_MARKER
-    marker.write_text(json.dumps({"step": step, "time": time.time()}) + "\n")
+    marker.write_text(json.dumps({"step": step, "time": time.time(), "files": _manifest(tmp)}) + "\n")
     _fsync_path(marker)
     if final.exists():  # re-saving a step (e.g. after resuming from it): move the old one aside first
         old = root / f"{_TMP_PREFIX}replaced_{step:06d}_{os.getpid()}"
@@ -365,7 +423,7 @@ def _load_legacy(folder: Path, model, optimizer) -> None:
         optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True))
 
 
-def load_checkpoint(ckpt_dir: str | Path, model=None, optimizer=None, scheduler=None) -> dict:
+def load_checkpoint(ckpt_dir: str | Path, model=None, optimizer=None, scheduler=None, verify: bool = True) -> dict:
     """Restore a checkpoint written by :func:`save_checkpoint` (under torchrun: on every rank).
 
     Args:
@@ -374,6 +432,7 @@ def load_checkpoint(ckpt_dir: str | Path, model=None, optimizer=None, scheduler=
             of ranks), or None to skip.
         optimizer: optimizer to restore (build it over ``model``'s parameters first), or None.
         scheduler: LR scheduler to restore, or None.
+        verify: check every file's SHA-256 against the manifest first (sizes are always checked).
 
     Returns:
         The saved ``state.json`` content. RNG states are restored last, as of the save (rank 0's generators).
@@ -385,6 +444,10 @@ def load_checkpoint(ckpt_dir: str | Path, model=None, optimizer=None, scheduler=
     if not (folder / COMPLETE_MARKER).is_file():
         raise CheckpointError(f"{folder} is not a complete checkpoint (no {COMPLETE_MARKER} marker). "
                               "Fix: pass a checkpoints/step_XXXXXX folder, or the run folder to resume the latest")
+    reason = verify_checkpoint(folder, checksums=verify)
+    if reason is not None:
+        raise CheckpointError(f"{folder} is damaged: {reason}. Fix: resume from the run folder, which falls back "
+                              "to the newest good checkpoint")
     if (folder / "dcp").is_dir():
         if model is not None:
             _load_dcp(folder, model, optimizer)

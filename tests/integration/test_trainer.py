@@ -36,9 +36,9 @@ def make_cfg(corpus, policy_dir, out, *extra):
     ])
 
 
-def make_trainer(cfg, resume=None):
+def make_trainer(cfg, resume=None, **kwargs):
     return Trainer(cfg, resume_from=resume,
-                   engine_factory=lambda model, tokenizer: FakeScriptedEngine(tokenizer, script))
+                   engine_factory=lambda model, tokenizer: FakeScriptedEngine(tokenizer, script), **kwargs)
 
 
 def test_one_step_updates_every_parameter_and_logs_all_roles(corpus, tiny_policy_dir, tmp_path):

@@ -7,6 +7,7 @@ cases, so the whole file stays well under 3 s. Run: .venv/bin/python -m pytest t
 import dataclasses
 import inspect
 import json
+import math
 import re
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 from spell.config import (
     PRESET_DIR,
     ConfigError,
+    DataConfig,
     EngineConfig,
     ResponderConfig,
     SpellConfig,
@@ -236,6 +238,51 @@ def test_override_without_equals_is_rejected():
         load_config(None, ["train.max_steps"])
 
 
+def test_override_without_equals_blames_the_overrides_not_the_preset():
+    with pytest.raises(ConfigError) as err:
+        load_config("tiny_cpu", ["train.max_steps=3", "train.max_steps"])
+    message = str(err.value)
+    assert message.startswith("command-line overrides: override 'train.max_steps' is not key=value")
+    assert "tiny_cpu.yaml" not in message and "Fix" in message
+
+
+# ---- YAML files that do not parse: one line with file:line:column and the fix ----
+
+
+@pytest.mark.parametrize(
+    ("raw", "position", "problem"),
+    [
+        (b"grpo:\n  lr: [1\n", "3:1", "did not find expected ',' or ']'"),  # unclosed flow list, seen at EOF
+        (b"grpo:\n  lr: 1\ntrain: a: b\n", "3:9", "mapping values are not allowed"),  # unquoted ': '
+        (b"grpo:\n\tlr: 1\n", "2:1", "cannot start any token"),  # a tab indents
+        (b"grpo:\n  lr: 1\ngrpo:\n  lr: 2\n", "3:1", "duplicate key"),
+        (b"train:\n  seed: 1\n  device: \xe9cpu\n", "3:11", "byte 0xe9 is not UTF-8"),  # latin-1 e-acute
+    ],
+)
+def test_malformed_yaml_is_one_line_with_file_line_and_column(tmp_path, raw, position, problem):
+    path = tmp_path / "mine.yaml"
+    path.write_bytes(raw)
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    message = str(err.value)
+    assert message.startswith(f"{path}:{position}: ") and problem in message
+    assert "Fix" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("text", ["- 1\n- 2\n", "42\n"])  # a list, a scalar
+def test_yaml_whose_top_level_is_not_a_mapping_is_refused(tmp_path, text):
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="top level is not a mapping") as err:
+        load_config(str(path))
+    assert str(err.value).startswith(f"{path}: ") and "Fix" in str(err.value)
+
+
+def test_a_directory_as_config_says_so(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory. Fix: give a YAML file"):
+        load_config(str(tmp_path))
+
+
 # ---- cross-field checks (__post_init__): each names the field and the fix ----
 
 # (values set, key named in the message, fragment of the fix); every _fail call in spell/config/ is here.
@@ -247,18 +294,30 @@ POST_INIT_CHECKS = [
     ({"engine.max_batch_prompts": 0}, "engine.max_batch_prompts", ">= 1"),
     ({"engine.gpu_memory_utilization": 0.0}, "engine.gpu_memory_utilization", "(0, 1]"),  # open at 0
     ({"engine.gpu_memory_utilization": 1.2}, "engine.gpu_memory_utilization", "(0, 1]"),
+    ({"engine.gpu_memory_utilization": math.nan}, "engine.gpu_memory_utilization", "finite"),
+    ({"engine.tensor_parallel_size": 0}, "engine.tensor_parallel_size", ">= 1"),
     ({"data.tasks": [], "verifier.tasks": []}, "data.tasks", "list at least one of docmath_qa"),
     ({"data.tasks": [TaskType.DOC_MC, TaskType.DOC_MC]}, "data.tasks", "list each task once"),
     ({"data.questions_per_round": 2}, "data.questions_per_round", ">= the number of tasks"),  # 2 < 3 tasks
     ({"data.max_prompt_tokens": 15}, "data.max_prompt_tokens", ">= 16"),
+    ({"data.max_docset_chars": -1}, "data.max_docset_chars", "0 = 8 x data.max_prompt_tokens"),
     ({"sampling.temperature": 0.0}, "sampling.temperature", "must be > 0"),
+    ({"sampling.temperature": math.nan}, "sampling.temperature", "must be a finite number"),  # nan <= 0 is False
+    ({"sampling.top_p": math.nan}, "sampling.top_p", "finite"),
     ({"sampling.top_p": 0.0}, "sampling.top_p", "(0, 1]"),
     ({"sampling.top_p": 1.01}, "sampling.top_p", "(0, 1]"),
     ({"questioner.num_docs": 0}, "questioner.num_docs", ">= 1"),
+    ({"questioner.gaussian_mu": 1.5}, "questioner.gaussian_mu", "in [0, 1]"),
     ({"questioner.gaussian_sigma": 0.0}, "questioner.gaussian_sigma", "> 0"),
+    ({"questioner.gaussian_sigma": math.inf}, "questioner.gaussian_sigma", "finite"),
     ({"questioner.bad_case_ratio": -0.5}, "questioner.bad_case_ratio", "0 disables negatives"),
     ({"questioner.max_new_tokens": 0}, "questioner.max_new_tokens", ">= 1"),
+    ({"questioner.max_answer_tokens": 0}, "questioner.max_answer_tokens", ">= 1"),
+    ({"grounding.threshold": 0.0}, "grounding.threshold", "grounding.enable=false"),  # every score is >= 0
+    ({"grounding.threshold": 1.5}, "grounding.threshold", "(0, 1]"),
     ({"responder.group_size": 1}, "responder.group_size", ">= 2 for a group baseline"),
+    ({"responder.max_new_tokens": 0}, "responder.max_new_tokens", ">= 1"),
+    ({"responder.max_new_tokens": -5}, "responder.max_new_tokens", ">= 1"),
     ({"verifier.num_votes": 0, "verifier.enable_update": False}, "verifier.num_votes", ">= 1"),
     ({"verifier.num_votes": 1}, "verifier.num_votes", "set verifier.enable_update=false"),  # trained, 1 vote
     ({"verifier.agreement_low": 0.8, "verifier.agreement_high": 0.6}, "verifier.agreement_low/high",
@@ -266,7 +325,19 @@ POST_INIT_CHECKS = [
     ({"verifier.agreement_low": -0.1}, "verifier.agreement_low/high", "0 <= agreement_low"),
     ({"verifier.agreement_high": 1.5}, "verifier.agreement_low/high", "agreement_high <= 1"),
     ({"verifier.update_ratio": -0.1}, "verifier.update_ratio", ">= 0"),
+    ({"verifier.max_new_tokens": 0}, "verifier.max_new_tokens", ">= 1"),
+    ({"verifier.agreement_low": math.nan}, "verifier.agreement_low", "finite"),
+    ({"rewards.bad_format": -math.inf}, "rewards.bad_format", "finite"),
     ({"grpo.lr": 0.0}, "grpo.lr", "> 0"),
+    ({"grpo.lr": math.inf}, "grpo.lr", "must be a finite number"),  # trained the weights to NaN
+    ({"grpo.lr": math.nan}, "grpo.lr", "must be a finite number"),
+    ({"grpo.weight_decay": -0.01}, "grpo.weight_decay", ">= 0"),
+    ({"grpo.warmup_steps": -1}, "grpo.warmup_steps", "0 = no warm-up"),
+    ({"grpo.entropy_coef": -0.1}, "grpo.entropy_coef", "0 = no entropy bonus"),
+    ({"grpo.max_grad_norm": 0.0}, "grpo.max_grad_norm", "> 0"),
+    ({"grpo.max_grad_norm": -1.0}, "grpo.max_grad_norm", "> 0"),  # a negative clip coefficient flips gradients
+    ({"grpo.adam_beta1": 1.0}, "grpo.adam_beta1/beta2", "[0, 1)"),
+    ({"grpo.adam_beta2": -0.1}, "grpo.adam_beta1/beta2", "[0, 1)"),
     ({"grpo.clip_low": -0.1}, "grpo.clip_low/high", ">= 0"),
     ({"grpo.clip_high": -0.1}, "grpo.clip_low/high", ">= 0"),
     ({"grpo.kl_coef": -0.01}, "grpo.kl_coef", "0 = no reference model"),
@@ -279,12 +350,15 @@ POST_INIT_CHECKS = [
     ({"train.save_every_steps": 0}, "train.save_every_steps", ">= 1"),
     ({"train.keep_last_checkpoints": 0}, "train.keep_last_checkpoints", ">= 1"),
     ({"train.device": "tpu"}, "train.device", "use auto, cpu or cuda"),
+    ({"train.seed": -1}, "train.seed", "[0, 2**63)"),
+    ({"logging.dump_samples_every": -1}, "logging.dump_samples_every", "0 = never"),
     ({"eval.every_steps": -1}, "eval.every_steps/limit", ">= 0"),
     ({"rewards.combine": "sum"}, "rewards.combine", "use max (paper), mean or min"),
     ({"eval.limit": -2}, "eval.every_steps/limit", ">= 0"),
     ({"eval.num_samples": 0}, "eval.num_samples/max_new_tokens", ">= 1"),
     ({"eval.max_new_tokens": 0}, "eval.num_samples/max_new_tokens", ">= 1"),
     ({"eval.temperature": -0.1}, "eval.temperature", "0 = greedy"),
+    ({"eval.temperature": math.nan}, "eval.temperature", "finite"),
     ({"engine.kind": EngineKind.VLLM, "train.device": "cpu"}, "engine.kind", "use engine.kind=hf"),  # root check
     ({"data.tasks": [TaskType.DOCMATH_QA]}, "verifier.tasks", "not in data.tasks"),  # root check
 ]
@@ -305,6 +379,30 @@ def test_the_table_covers_every_check_in_config_py():
     assert len(checked) >= 20 and checked <= {key for _, key, _ in POST_INIT_CHECKS}
 
 
+FLOAT_KEYS = [f"{name}.{f.name}" for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)
+              if isinstance(getattr(cls(), f.name), float)]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_every_float_key_refuses_nan_and_inf(key, value):
+    assert len(FLOAT_KEYS) >= 20  # the generic check covers every section's floats, not a hand-picked few
+    with pytest.raises(ConfigError) as err:
+        _build({key: value})
+    assert str(err.value).startswith(f"{key}={value!r}: must be a finite number")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", ".nan", "1e400"])  # 1e400 overflows to inf when parsed
+def test_non_finite_override_is_refused_through_load_config(value):
+    with pytest.raises(ConfigError, match=r"^command-line overrides: grpo\.lr=(nan|inf): must be a finite"):
+        load_config("tiny_cpu", [f"grpo.lr={value}"])
+
+
+def test_docset_char_limit_defaults_to_eight_characters_per_prompt_token():
+    assert DataConfig(max_prompt_tokens=2048).docset_char_limit == 16384  # 0 = 8 x 2048
+    assert DataConfig(max_prompt_tokens=2048, max_docset_chars=500).docset_char_limit == 500  # explicit wins
+
+
 @pytest.mark.parametrize(
     "values",
     [
@@ -320,6 +418,11 @@ def test_the_table_covers_every_check_in_config_py():
         {"verifier.update_ratio": 0.0},
         {"grpo.clip_low": 0.0, "grpo.kl_coef": 0.0},
         {"engine.kind": EngineKind.VLLM, "train.device": "auto"},  # decided at run time, not here
+        {"questioner.gaussian_mu": 0.0}, {"questioner.gaussian_mu": 1.0},  # the ends of [0, 1]
+        {"grounding.threshold": 1.0},  # only a perfect no-context answer counts
+        {"grpo.adam_beta1": 0.0, "grpo.warmup_steps": 0, "grpo.weight_decay": 0.0, "grpo.entropy_coef": 0.0},
+        {"data.max_docset_chars": 0, "train.seed": 0, "logging.dump_samples_every": 0},  # 0 = derived / never
+        {"rewards.bad_format": -1e9, "rewards.bad_ground": 2.5},  # any finite reward
     ],
 )
 def test_boundary_values_are_accepted(values):

@@ -88,9 +88,10 @@ def test_configured_task_without_rows_is_an_error(tmp_path):
     [
         ('{"id": "a", "documents": ["x"]', "invalid JSON"),  # truncated object
         ('["a", "b"]', "expected a JSON object"),  # array, not object
-        ('{"documents": ["x"]}', "missing or empty 'id'"),  # no id
-        ('{"id": "  ", "documents": ["x"]}', "missing or empty 'id'"),  # blank id
-        ('{"id": 7, "documents": ["x"]}', "missing or empty 'id'"),  # id must be a string
+        ('{"documents": ["x"]}', "missing 'id'"),  # no id
+        ('{"id": "  ", "documents": ["x"]}', "empty 'id'"),  # blank id
+        ('{"id": 7, "documents": ["x"]}', "id must be a string, got int 7"),  # not "missing": it is there
+        ('{"id": null, "documents": ["x"]}', "missing 'id'"),  # JSON null = absent
         ('{"id": "a"}', "'documents' must be a non-empty list"),  # no documents
         ('{"id": "a", "documents": []}', "'documents' must be a non-empty list"),  # empty list
         ('{"id": "a", "documents": "text"}', "'documents' must be a non-empty list"),  # a string, not a list
@@ -108,6 +109,70 @@ def test_bad_row_reports_file_and_line(tmp_path, line, expected):
         load_docsets([path], ALL)
     assert f"{path}:3: " in str(info.value)
     assert expected in str(info.value)
+    assert ". Fix: " in str(info.value).splitlines()[1]  # every row problem says how to fix it
+
+
+def test_non_utf8_bytes_name_file_line_and_byte(tmp_path):
+    path = tmp_path / "c.jsonl"
+    bad = '{"id": "b", "documents": ["caf\u00e9"]}'.encode("latin-1")  # e-acute as latin-1 byte 0xe9
+    path.write_bytes((json.dumps(row(0)) + "\n").encode() + bad + b"\n" + (json.dumps(row(2)) + "\n").encode())
+    with pytest.raises(CorpusError) as info:  # a CorpusError (one clear report), not a UnicodeDecodeError
+        load_docsets([path], ALL)
+    # '{"id": "b", "documents": ["caf' is 30 bytes, so 0xe9 is byte 31 of line 2
+    assert f"{path}:2: not UTF-8 (byte 0xe9 at byte 31 of the line). Fix: save the file as UTF-8" in str(info.value)
+    assert str(info.value).startswith("1 problem(s)")  # lines 1 and 3 are read normally
+
+
+def test_utf8_bom_on_the_first_line_is_accepted(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(row(0)) + "\n").encode())  # as saved by some editors
+    assert [d.id for d in load_docsets([path], ["doc_mc"])] == ["s0"]
+
+
+def test_docset_longer_than_the_limit_is_skipped_with_a_count_and_a_warning(tmp_path, caplog):
+    path = write_jsonl(tmp_path / "c.jsonl", [
+        {"id": "big", "documents": ["x" * 60, "y" * 41]},  # 101 characters in total > 100
+        {"id": "fits", "documents": ["x" * 60, "y" * 40]},  # exactly 100 is kept
+        {"id": "huge", "documents": ["z" * 500]},
+    ])
+    with caplog.at_level(logging.WARNING, logger="spell.data"):
+        docsets = load_docsets([path], ["doc_mc"], max_docset_chars=100)
+    assert [d.id for d in docsets] == ["fits"]
+    assert f"skipped 2 document set(s) longer than 100 characters in total, which cannot fit a prompt " \
+           f"(e.g. {path}:1 id 'big': 101 characters). Fix:" in caplog.text
+    assert [d.id for d in load_docsets([path], ["doc_mc"])] == ["big", "fits", "huge"]  # 0 = no limit
+    summary = validate_corpus([path], ["doc_mc"], max_docset_chars=100)
+    assert (summary["num_docsets"], summary["skipped_too_long"]) == (1, 2)
+
+
+def test_a_corpus_of_only_too_long_sets_is_an_error(tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", [{"id": "huge", "documents": ["z" * 500]}])
+    with pytest.raises(CorpusError, match=r"all 1 are longer than 100 characters \(data.max_docset_chars\)\. Fix"):
+        load_docsets([path], ["doc_mc"], max_docset_chars=100)
+
+
+def test_empty_file_next_to_good_ones_is_warned_about(tmp_path, caplog):
+    good = write_jsonl(tmp_path / "good.jsonl", [row(0, task="doc_mc")])
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")  # blank lines only: no rows
+    with caplog.at_level(logging.WARNING, logger="spell.data"):
+        assert [d.id for d in load_docsets([good, empty], ["doc_mc"])] == ["s0"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"{empty}: no document sets (empty file). Fix: fill it or remove it from data.train_files"]
+    with pytest.raises(CorpusError, match="every file is empty"):  # nothing at all is an error, not a warning
+        load_docsets([empty], ["doc_mc"])
+
+
+def test_a_directory_is_not_reported_as_a_missing_file(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    write_jsonl(folder / "part-0.jsonl", [row(0)])
+    with pytest.raises(CorpusError) as info:
+        load_docsets([folder], ALL)
+    message = str(info.value)
+    assert f"{folder}: is a directory, not a file. Fix: list its .jsonl/.parquet files in data.train_files " \
+           "(it holds 1: part-0.jsonl)" in message
+    assert "not found" not in message
 
 
 def test_all_problems_reported_at_once(tmp_path):
@@ -140,7 +205,7 @@ def test_missing_file_and_unknown_extension(tmp_path):
     csv.write_text("id,documents\n")
     with pytest.raises(CorpusError) as info:
         load_docsets([tmp_path / "nope.jsonl", csv], ALL)
-    assert "nope.jsonl: file not found" in str(info.value)
+    assert "nope.jsonl: file not found. Fix: check the path" in str(info.value)
     assert "unknown extension '.csv'" in str(info.value)
 
 
@@ -176,6 +241,7 @@ def test_validate_corpus_summary(tmp_path):
     assert summary == {
         "num_docsets": 2,
         "skipped_rows": 1,
+        "skipped_too_long": 0,
         "per_task": {"docmath_qa": 1, "doc_mc": 1},
         "per_source": {"fin": 1, "web": 1},
         "documents_per_set": {"min": 1, "mean": 1.5, "max": 2},  # (2 + 1) / 2

@@ -186,3 +186,20 @@ def test_empty_file_is_an_error(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(DataError, match="no records"):
         load_generic(tmp_path / "empty.jsonl")
+
+
+def test_non_utf8_file_names_the_line_and_byte(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    second = json.dumps({**GOOD, "id": "b", "question": "caf\u00e9?"}, ensure_ascii=False)
+    path.write_bytes((json.dumps(GOOD) + "\n").encode() + second.encode("latin-1") + b"\n")
+    with pytest.raises(DataError) as err:
+        load_generic(path)
+    offset = second.encode("latin-1").index(b"\xe9") + 1  # 1-based byte of the line
+    assert str(err.value) == (f"{path}:line 2: not UTF-8 (byte 0xe9 at byte {offset} of the line); save the file as "
+                              "UTF-8 (e.g. iconv -f latin1 -t utf-8), or re-download it")
+
+
+def test_a_directory_is_not_reported_as_a_missing_file(tmp_path):
+    with pytest.raises(DataError, match="is a directory, not a file") as err:
+        load_generic(tmp_path)
+    assert "not found" not in str(err.value)

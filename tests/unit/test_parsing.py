@@ -6,13 +6,19 @@ Run: .venv/bin/python -m pytest tests/unit/test_parsing.py
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spell.parsing import extract_json_block, parse_question, parse_verdict, remove_control_chars
+from spell.parsing import (
+    MAX_COMPLETION_CHARS,
+    completion_char_limit,
+    extract_json_block,
+    parse_question,
+    parse_verdict,
+    remove_control_chars,
+)
 from spell.types import Question, QuestionStatus, Rejection, TaskType, Verdict
 
 TASKS = [task.value for task in TaskType]
@@ -289,11 +295,32 @@ def test_parse_question_never_raises(text: str, task: str) -> None:
         "x" * 1_000_000,  # long plain text
     ],
 )
-def test_parse_question_pathological_inputs_are_fast(text: str) -> None:
-    start = time.perf_counter()
+def test_parse_question_pathological_inputs_are_bad_format(text: str) -> None:
+    # speed is measured in benchmarks, never asserted in tests; the cap bounds the work on long inputs
     result = parse_question(text, "docmath_qa")
     assert isinstance(result, Rejection) and result.status == "bad_format"
-    assert time.perf_counter() - start < 1.0
+
+
+def test_parse_question_one_megabyte_of_code_fences_is_bad_format_unparsed() -> None:
+    text = "```" * 350_000  # 1.05 MB of empty fences: about a second to parse without the cap
+    result = parse_question(text, "doc_general_qa")
+    assert isinstance(result, Rejection) and result.status == "bad_format"  # a status, not an exception
+    assert result.reason == f"completion has 1050000 > {MAX_COMPLETION_CHARS} characters (not parsed)"
+
+
+def test_parse_question_char_cap_applies_before_parsing_and_keeps_normal_results() -> None:
+    text = _q()
+    assert parse_question(text, "docmath_qa", max_chars=len(text)) == parse_question(text, "docmath_qa")  # at cap
+    padded = text + " " * MAX_COMPLETION_CHARS  # valid JSON, but longer than the default cap
+    assert parse_question(padded, "docmath_qa").status == "bad_format"
+    # a budget of 20,480 tokens (a reasoning model) allows 16 x 20,480 characters: the same text parses
+    assert parse_question(padded, "docmath_qa", max_chars=completion_char_limit(20_480)).answer == "12.5"
+
+
+def test_completion_char_limit_is_16_chars_per_token_and_never_below_the_default() -> None:
+    assert MAX_COMPLETION_CHARS == 65_536  # 16 x the default 4,096-token budget
+    assert completion_char_limit(8) == MAX_COMPLETION_CHARS
+    assert completion_char_limit(10_000) == 160_000
 
 
 # ---------------------------------------------------------------- parse_verdict
@@ -326,6 +353,13 @@ def test_parse_question_pathological_inputs_are_fast(text: str) -> None:
 )
 def test_parse_verdict(text: str, expected: str) -> None:
     assert parse_verdict(text) == expected
+
+
+def test_parse_verdict_over_the_char_cap_is_invalid_unread() -> None:
+    assert parse_verdict("[[YES]] " * 130_000) is Verdict.INVALID  # 1 MB of markers: never read
+    padded = "Decision: [[YES]]" + " " * MAX_COMPLETION_CHARS
+    assert parse_verdict(padded) is Verdict.INVALID
+    assert parse_verdict(padded, max_chars=len(padded)) is Verdict.YES  # at the cap it is read as before
 
 
 def test_parse_verdict_returns_verdict_enum() -> None:
