@@ -213,10 +213,13 @@ def _remove_stale(root: Path, keep: Path, keep_last: int) -> None:
         logger.info("removing interrupted checkpoint save %s", path)
         shutil.rmtree(path, ignore_errors=True)
     complete = _step_dirs(root)
-    for _, path in complete[: max(len(complete) - keep_last, 0)]:
+    for step, path in complete[: max(len(complete) - keep_last, 0)]:
         if path != keep:
             logger.info("removing old checkpoint %s (train.keep_last_checkpoints=%d)", path, keep_last)
-            shutil.rmtree(path, ignore_errors=True)
+            # renamed first (atomic), so a kill mid-delete leaves a temp folder, never a half-deleted step_N
+            doomed = root / f"{_TMP_PREFIX}pruned_{step:06d}_{os.getpid()}"
+            os.replace(path, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
 
 
 def save_checkpoint(output_dir: str | Path, step: int, model, tokenizer, optimizer, scheduler, state: dict,
