@@ -41,7 +41,17 @@ from spell.rl.checkpoint import (
 from spell.rl.engine import Engine, build_engine
 from spell.rl.losses import grpo_loss
 from spell.rl.metrics import MetricLogger, dump_samples, pop_timings, progress, stage_timer
-from spell.rl.policy import autocast_dtype, collate, load_policy, pack_micro_batches, resolve_device, sequence_logprobs
+from spell.rl.policy import (
+    autocast_dtype,
+    collate,
+    load_policy,
+    pack_micro_batches,
+    pack_shared_prompts,
+    prompt_units,
+    resolve_device,
+    sequence_logprobs,
+    shared_prefix_logprobs,
+)
 from spell.rl.sharding import (
     copy_full_weights,
     full_tensor,
@@ -154,6 +164,11 @@ class Trainer:
         lora = cfg.model.lora_rank > 0
         self.ref_model = self._load_reference() if cfg.grpo.kl_coef > 0 and not lora else None
         self.autocast = compute
+        self.shared_prefix = cfg.grpo.shared_prefix
+        if self.shared_prefix and "flash" in str(getattr(self.model.config, "_attn_implementation", "")):
+            logger.warning("grpo.shared_prefix needs a 4-D attention mask, which %s cannot take: one sequence per "
+                           "sample instead", self.model.config._attn_implementation)
+            self.shared_prefix = False
         if self.dist.enabled:
             self.rollout_model = rollout_replica(self.model, compute or torch.float32)
             shard_policy(self.model, self.device, self.dist.world_size, compute_dtype=compute,
@@ -273,8 +288,7 @@ class Trainer:
         if num_tokens == 0:
             logger.warning("empty batch: no trainable samples this step, skipping the update")
             return {**stats, "train/loss": math.nan, "train/grad_norm": math.nan, "train/skipped": 1.0}
-        micro_batches = pack_micro_batches([len(s.prompt_ids) + len(s.completion_ids) for s in samples],
-                                           cfg.micro_batch_tokens)
+        micro_batches = self._pack(samples)
         num_micro = int(distributed.all_reduce_dict({"n": len(micro_batches)}, op="max")["n"])
         totals = dict.fromkeys(("loss", "pg_loss_sum", "clip_frac_sum", "kl_sum", "entropy_sum"), 0.0)
         self.optimizer.zero_grad(set_to_none=True)
@@ -304,14 +318,33 @@ class Trainer:
                       "train/kl": totals["kl_sum"] / num_tokens, "train/entropy": totals["entropy_sum"] / num_tokens})
         return stats
 
+    def _pack(self, samples: list[RoleSample]) -> list[list[int]]:
+        """Micro-batches of sample indices under the token budget. Shared prefix: samples with one prompt stay
+        together and the budget counts that prompt once."""
+        budget = self.cfg.grpo.micro_batch_tokens
+        units = prompt_units(samples, budget) if self.shared_prefix else [[i] for i in range(len(samples))]
+        lengths = [len(samples[u[0]].prompt_ids) + sum(len(samples[i].completion_ids) for i in u) for u in units]
+        return [[i for u in batch for i in units[u]] for batch in pack_micro_batches(lengths, budget)]
+
+    def _batch(self, micro: list[RoleSample]) -> dict[str, torch.Tensor]:
+        pad = self.tokenizer.pad_token_id
+        batch = pack_shared_prompts(micro, pad) if self.shared_prefix else collate(micro, pad)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def _logprobs(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], with_entropy: bool):
+        """Completion log-probs (and entropy) of ``batch`` under ``model``, in the layout :meth:`_batch` made."""
+        chunk = self.cfg.grpo.logprob_chunk_tokens
+        if self.shared_prefix:
+            return shared_prefix_logprobs(model, batch, chunk, with_entropy)
+        return sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
+                                 chunk, with_entropy, temperature=batch["temperatures"])
+
     def _micro_step(self, micro: list[RoleSample], num_tokens: int, weight: float = 1.0) -> dict[str, float]:
         """Forward + backward of one micro-batch; its loss is a share of the global token-mean (Eq. 10)."""
         cfg = self.cfg.grpo
-        batch = {k: v.to(self.device) for k, v in collate(micro, self.tokenizer.pad_token_id).items()}
+        batch = self._batch(micro)
         with torch.autocast(self.device.type, self.autocast or torch.float32, enabled=self.autocast is not None):
-            logprobs, entropy = sequence_logprobs(self.model, batch["input_ids"], batch["attention_mask"],
-                                                  batch["completion_mask"], cfg.logprob_chunk_tokens, True,
-                                                  temperature=batch["temperatures"])
+            logprobs, entropy = self._logprobs(self.model, batch, with_entropy=True)
         ref = self._reference_logprobs(batch) if cfg.kl_coef > 0 else None
         loss, stats = grpo_loss(
             logprobs, logprobs.detach(), batch["advantages"], batch["completion_mask"],
@@ -336,9 +369,7 @@ class Trainer:
         reference = self.ref_model if self.ref_model is not None else self.model
         adapter_off = self.model.disable_adapter() if self.ref_model is None else contextlib.nullcontext()
         with torch.no_grad(), adapter_off:
-            ref, _ = sequence_logprobs(reference, batch["input_ids"], batch["attention_mask"],
-                                       batch["completion_mask"], self.cfg.grpo.logprob_chunk_tokens,
-                                       temperature=batch["temperatures"])
+            ref, _ = self._logprobs(reference, batch, with_entropy=False)
         return ref
 
     # ---- state ---------------------------------------------------------------------------------------

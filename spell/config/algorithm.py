@@ -216,6 +216,9 @@ class GRPOConfig:
             [T, vocab] logits never exist at once.
         adam_beta1: AdamW β1.
         adam_beta2: AdamW β2.
+        shared_prefix: encode each distinct prompt of a micro-batch once and let all its completions attend
+            to it (a responder group's G answers, a verifier's votes); the same log-probs and gradients as one
+            sequence per sample, far fewer tokens. Off = one sequence per sample (for comparison).
     """
 
     lr: float = 2e-6
@@ -231,6 +234,7 @@ class GRPOConfig:
     logprob_chunk_tokens: int = 256
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
+    shared_prefix: bool = True
 
     def __post_init__(self) -> None:
         _check_finite("grpo", self)

@@ -83,9 +83,12 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-def test_sharded_update_equals_one_process_on_the_union_batch(launched, tiny_policy_dir, tmp_path, one_thread):
+def test_sharded_shared_prefix_update_equals_a_per_sample_update_on_the_union_batch(launched, tiny_policy_dir,
+                                                                                    tmp_path, one_thread):
     out, corpus, (r0, r1) = launched
-    reference = make_trainer(make_cfg(corpus, tiny_policy_dir, tmp_path / "ref", *OVERRIDES))
+    # the reference updates one sequence per sample: the ranks' FSDP2 shared-prefix update must equal it
+    reference = make_trainer(make_cfg(corpus, tiny_policy_dir, tmp_path / "ref", *OVERRIDES,
+                                      "grpo.shared_prefix=false"))
     grads = {}
     step = {}
     reference.optimizer.register_step_pre_hook(lambda *_: grads.__setitem__(step["now"], {
