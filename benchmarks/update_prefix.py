@@ -1,6 +1,6 @@
 """One GRPO update of G answers to one long prompt: shared-prefix layout vs one sequence per sample.
 
-Both variants use the pieces the trainer's update uses (spell.rl.policy.prompt_units + pack_shared_prompts +
+Both variants use the pieces the trainer's update uses (spell.rl.shared_prefix.prompt_units + pack_shared_prompts +
 shared_prefix_logprobs vs collate + sequence_logprobs, micro-batches from pack_micro_batches, then grpo_loss,
 backward and AdamW) on the same random Qwen2 and the same samples (G answers of --answer-tokens to one prompt per
 group, random advantages). Time: the variants alternate in this process (A/B interleaved); the minimum and
@@ -71,14 +71,8 @@ def build(args: argparse.Namespace, prompt_tokens: int):
 def update(variant: str, model, optimizer, samples, args: argparse.Namespace) -> float:
     """One full update (all micro-batches, backward, AdamW step); returns its wall time."""
     from spell.rl.losses import grpo_loss
-    from spell.rl.policy import (
-        collate,
-        pack_micro_batches,
-        pack_shared_prompts,
-        prompt_units,
-        sequence_logprobs,
-        shared_prefix_logprobs,
-    )
+    from spell.rl.policy import collate, pack_micro_batches, sequence_logprobs
+    from spell.rl.shared_prefix import pack_shared_prompts, prompt_units, shared_prefix_logprobs
 
     start = time.perf_counter()
     num_tokens = sum(len(s.completion_ids) for s in samples)

@@ -30,13 +30,11 @@ from spell.heldout import heldout_metrics, load_heldout
 from spell.memory import HistoryMemory, merge_memory_states
 from spell.rl import distributed, rundir
 from spell.rl.checkpoint import (
-    COMPLETE_MARKER,
     CheckpointError,
     latest_checkpoint,
-    latest_good_checkpoint,
     load_checkpoint,
+    resume_checkpoint,
     save_checkpoint,
-    verify_checkpoint,
 )
 from spell.rl.engine import Engine, build_engine
 from spell.rl.losses import grpo_loss
@@ -46,11 +44,8 @@ from spell.rl.policy import (
     collate,
     load_policy,
     pack_micro_batches,
-    pack_shared_prompts,
-    prompt_units,
     resolve_device,
     sequence_logprobs,
-    shared_prefix_logprobs,
 )
 from spell.rl.sharding import (
     copy_full_weights,
@@ -60,6 +55,7 @@ from spell.rl.sharding import (
     set_gradient_sync,
     shard_policy,
 )
+from spell.rl.shared_prefix import pack_shared_prompts, prompt_units, shared_prefix_logprobs
 from spell.rlvr import collect_rlvr_experience, load_labelled
 from spell.selfplay import SelfPlayContext
 from spell.types import EngineKind, Role, RoleSample, TrainMode
@@ -149,7 +145,7 @@ class Trainer:
             return None
         rundir.claim_for_resume(rundir.run_dir_of(resume_from), self.output_dir, config_text, overwrite=overwrite,
                                 allow_change=allow_change)
-        return str(choose_checkpoint(Path(resume_from)))
+        return str(resume_checkpoint(Path(resume_from)))
 
     def _setup_model(self) -> None:
         """The policy (identical on every rank; FSDP2-sharded under torchrun), the unsharded replica the engine
@@ -415,7 +411,7 @@ class Trainer:
                 f"then spell train --resume {self.output_dir} --allow-config-change grpo.lr=...")
 
     def _restore(self, ckpt: Path) -> None:
-        """Load the verified checkpoint ``ckpt`` (chosen by :func:`choose_checkpoint`) into this run."""
+        """Load the verified checkpoint ``ckpt`` (chosen by :func:`resume_checkpoint`) into this run."""
         # checksums were verified when it was chosen; DCP reshards to this run's ranks
         state = load_checkpoint(ckpt, self.model, self.optimizer, self.scheduler, verify=False)
         self._apply_optimizer_config()
@@ -474,31 +470,6 @@ class TrainingDivergedError(RuntimeError):
 def full_local(param: torch.Tensor) -> torch.Tensor:
     """This rank's elements of a (possibly FSDP-sharded) parameter."""
     return param.to_local() if hasattr(param, "to_local") else param
-
-
-def choose_checkpoint(path: Path) -> Path:
-    """The checkpoint ``--resume PATH`` means: PATH itself if it is one, else the newest GOOD one of run PATH.
-
-    Damaged newer checkpoints (manifest mismatch, unreadable state) are skipped with a warning each.
-
-    Raises:
-        CheckpointError: PATH is a damaged checkpoint, or the run has no good checkpoint (one line, the fix).
-    """
-    if (path / "state.json").exists() or (path / COMPLETE_MARKER).exists():
-        reason = verify_checkpoint(path)
-        if reason is not None:
-            raise CheckpointError(f"--resume {path}: the checkpoint is damaged ({reason}). Fix: --resume "
-                                  f"{path.parent.parent} falls back to the newest good checkpoint of the run")
-        return path
-    ckpt, skipped = latest_good_checkpoint(path)
-    for bad, reason in skipped:
-        logger.warning("checkpoint %s is damaged (%s): skipped", bad, reason)
-    if ckpt is None:
-        raise CheckpointError(f"--resume {path}: no good checkpoint under {path / 'checkpoints'}. Fix: start the "
-                              "run again without --resume (a new output_dir, or --overwrite to move this one aside)")
-    if skipped:
-        logger.warning("resuming from %s, the newest good checkpoint", ckpt)
-    return ckpt
 
 
 def _rng_to_json(state: tuple) -> list:

@@ -327,6 +327,31 @@ def latest_good_checkpoint(output_dir: str | Path) -> tuple[Path | None, list[tu
     return None, skipped
 
 
+def resume_checkpoint(path: Path) -> Path:
+    """The checkpoint ``--resume PATH`` means: PATH itself if it is one, else the newest GOOD one of run PATH.
+
+    Damaged newer checkpoints (manifest mismatch, unreadable state) are skipped with a warning each.
+
+    Raises:
+        CheckpointError: PATH is a damaged checkpoint, or the run has no good checkpoint (one line, the fix).
+    """
+    if (path / "state.json").exists() or (path / COMPLETE_MARKER).exists():
+        reason = verify_checkpoint(path)
+        if reason is not None:
+            raise CheckpointError(f"--resume {path}: the checkpoint is damaged ({reason}). Fix: --resume "
+                                  f"{path.parent.parent} falls back to the newest good checkpoint of the run")
+        return path
+    ckpt, skipped = latest_good_checkpoint(path)
+    for bad, reason in skipped:
+        logger.warning("checkpoint %s is damaged (%s): skipped", bad, reason)
+    if ckpt is None:
+        raise CheckpointError(f"--resume {path}: no good checkpoint under {path / 'checkpoints'}. Fix: start the "
+                              "run again without --resume (a new output_dir, or --overwrite to move this one aside)")
+    if skipped:
+        logger.warning("resuming from %s, the newest good checkpoint", ckpt)
+    return ckpt
+
+
 def _seal(tmp: Path, final: Path, root: Path, step: int) -> None:
     """fsync the temp folder, write the marker with the manifest of every file, and rename it to ``final``
     (replacing an older save of the same step)."""

@@ -61,7 +61,7 @@ def test_probe_detects_a_heavy_import():
 RL_MODULES = [
     "spell.rl", "spell.rl.engine", "spell.rl.engine.base", "spell.rl.engine.hf", "spell.rl.engine.vllm",
     "spell.rl.policy", "spell.rl.losses", "spell.rl.distributed", "spell.rl.checkpoint", "spell.rl.metrics",
-    "spell.rl.sharding", "spell.rl.export",
+    "spell.rl.sharding", "spell.rl.export", "spell.rl.shared_prefix", "spell.rl.rundir",
 ]
 # The shared vocabulary spell.rl may use besides the package root: types and the config layer.
 RL_MAY_IMPORT = ("spell.types", "spell.config", "spell.rl")

@@ -1,4 +1,4 @@
-"""Tests for the shared-prefix update layout in spell/rl/policy.py: each distinct prompt encoded once, every
+"""Tests for spell/rl/shared_prefix.py, the shared-prefix update layout: each distinct prompt encoded once, every
 completion attending to it, must give the per-sample log-probs and gradients (fp32 tolerance 1e-5)."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spell.rl.policy import collate, pack_shared_prompts, prompt_units, sequence_logprobs, shared_prefix_logprobs
+from spell.rl.policy import collate, sequence_logprobs
+from spell.rl.shared_prefix import pack_shared_prompts, prompt_units, shared_prefix_logprobs
 from spell.types import Role, RoleSample, TaskType
 
 
