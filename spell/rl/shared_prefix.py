@@ -142,9 +142,10 @@ def segment_attention(segment: torch.Tensor) -> torch.Tensor:
     """The [R, 1, T, T] bool mask (True = may attend) of rows whose tokens carry segment ids: 0 = the prompt,
     j >= 1 = completion j, -1 = padding. Causal; a completion sees the prompt and itself; padding sees itself only
     (a query that sees nothing would give NaN)."""
-    length = segment.shape[1]
-    causal = torch.ones(length, length, dtype=torch.bool, device=segment.device).tril()
     key, query = segment[:, None, :], segment[:, :, None]
-    attend = causal & (key >= 0) & (query >= 0) & ((key == 0) | (key == query))  # [R, T, T]
-    attend |= torch.eye(length, dtype=torch.bool, device=segment.device) & (query < 0)
+    attend = key == query  # [R, T, T], the one full-size allocation; the rest is in place (a 16K row: 256 MB)
+    attend |= key == 0
+    attend &= (key >= 0) & (query >= 0)
+    attend.tril_()  # causal
+    attend.diagonal(dim1=1, dim2=2).logical_or_(segment < 0)  # padding sees itself only
     return attend[:, None]
