@@ -119,9 +119,9 @@ def update(model, optimizer, samples, args, world_size: int, sharded: bool) -> f
 
 
 def local_bytes(tensors) -> int:
-    from torch.distributed.tensor import DTensor
+    from spell.rl.sharding import local_tensor
 
-    return sum((t.to_local() if isinstance(t, DTensor) else t).numel() * t.element_size() for t in tensors)
+    return sum(local_tensor(t).numel() * t.element_size() for t in tensors)
 
 
 def training_state_bytes(model, optimizer) -> dict[str, int]:

@@ -385,6 +385,10 @@ class TaskBalancedSampler:
         self._remainder_start = (self._remainder_start + remainder) % num_tasks
         return drawn
 
+    def docset_ids(self) -> list[str]:
+        """The ids of the document sets this sampler draws from."""
+        return [d.id for pool in self._pools.values() for d in pool]
+
     def state_dict(self) -> dict:
         """The sampler's position as plain JSON-able data (for checkpoints)."""
         version, internal, gauss = self._rng.getstate()

@@ -51,6 +51,7 @@ from spell.rl.sharding import (
     copy_full_weights,
     full_tensor,
     gradient_scale,
+    local_tensor,
     rollout_replica,
     set_gradient_sync,
     shard_policy,
@@ -126,16 +127,15 @@ class Trainer:
         Rank 0 alone decides, moves and reads every checkpoint file once; every rank gets its verdict, so all
         of them raise the same one-line error or go on together.
         """
-        outcome: tuple[str | None, str | None] = (None, None)  # (checkpoint, error) as decided by rank 0
+        outcome: tuple[str | None, Exception | None] = (None, None)  # (checkpoint, error) decided by rank 0
         if self.dist.is_main:
             try:
                 outcome = (self._claim_run_dir(resume_from, overwrite, allow_change), None)
             except (rundir.RunDirError, CheckpointError) as err:
-                outcome = (None, f"{type(err).__name__}:{err}")
-        checkpoint, error = distributed.gather_objects(outcome)[0]
+                outcome = (None, err)
+        checkpoint, error = distributed.gather_objects(outcome)[0]  # the exception travels pickled
         if error is not None:
-            kind, message = error.split(":", 1)
-            raise (rundir.RunDirError if kind == "RunDirError" else CheckpointError)(message)
+            raise error
         return Path(checkpoint) if checkpoint is not None else None
 
     def _claim_run_dir(self, resume_from: str | Path | None, overwrite: bool, allow_change: bool) -> str | None:
@@ -194,9 +194,13 @@ class Trainer:
         """History memory, this rank's document-set sampler and the self-play RNG."""
         cfg = self.cfg
         self.memory = HistoryMemory(cfg.memory.size, cfg.memory.admission, cfg.memory.dedup)
-        shard = distributed.shard_docsets(self.docsets, cfg.data.tasks, self.dist.rank, self.dist.world_size)
-        self.sampler = TaskBalancedSampler(shard, cfg.data.tasks, seed=self.seed)
+        self.sampler = self._make_sampler(self.seed)
         self.rng = random.Random(f"{self.seed}/selfplay")  # a stream distinct from the sampler's
+
+    def _make_sampler(self, seed: int) -> TaskBalancedSampler:
+        """This rank's document-set sampler over its shard of the corpus."""
+        shard = distributed.shard_docsets(self.docsets, self.cfg.data.tasks, self.dist.rank, self.dist.world_size)
+        return TaskBalancedSampler(shard, self.cfg.data.tasks, seed=seed)
 
     def _setup_logging(self) -> None:
         """config.yaml and the metric logger (W&B / TensorBoard get the resolved config)."""
@@ -402,7 +406,7 @@ class Trainer:
 
     def _check_finite_weights(self, step: int) -> None:
         """Stop the run when an update made any weight inf/NaN: such a model is never saved as a checkpoint."""
-        bad = sum(int(not torch.isfinite(full_local(p)).all()) for p in self.model.parameters() if p.requires_grad)
+        bad = sum(int(not torch.isfinite(local_tensor(p)).all()) for p in self.model.parameters() if p.requires_grad)
         bad = int(distributed.all_reduce_dict({"bad": bad})["bad"])
         if bad:
             raise TrainingDivergedError(
@@ -451,11 +455,10 @@ class Trainer:
         ``train.seed``, the rank and the step (the old per-rank streams have no counterpart)."""
         reseed = self.seed + 1_000_003 * self.start_step
         seed_everything(reseed)
-        shard = distributed.shard_docsets(self.docsets, self.cfg.data.tasks, self.dist.rank, self.dist.world_size)
-        self.sampler = TaskBalancedSampler(shard, self.cfg.data.tasks, seed=reseed)
+        self.sampler = self._make_sampler(reseed)
         self.rng.seed(f"{reseed}/selfplay")
         merged = merge_memory_states([r["memory"] for r in ranks])
-        mine = {d.id for d in shard}
+        mine = set(self.sampler.docset_ids())
         merged["entries"] = [e for e in merged["entries"] if e["docset_id"] in mine]
         self.memory.load_state_dict(merged)
         logger.warning("resumed a %d-rank checkpoint on %d rank(s): weights, optimizer, schedule and %d history "
@@ -466,10 +469,6 @@ class Trainer:
 class TrainingDivergedError(RuntimeError):
     """An update made the weights non-finite; the run stops before saving them."""
 
-
-def full_local(param: torch.Tensor) -> torch.Tensor:
-    """This rank's elements of a (possibly FSDP-sharded) parameter."""
-    return param.to_local() if hasattr(param, "to_local") else param
 
 
 def _rng_to_json(state: tuple) -> list:

@@ -122,6 +122,11 @@ def full_tensor(value: torch.Tensor, device: torch.device | None = None) -> torc
     return value.full_tensor()
 
 
+def local_tensor(value: torch.Tensor) -> torch.Tensor:
+    """This rank's elements of a (possibly ``DTensor``-sharded) tensor; a plain tensor unchanged. No collective."""
+    return value.to_local() if hasattr(value, "to_local") else value
+
+
 @torch.no_grad()
 def rollout_replica(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """A frozen copy of the (unsharded) ``model`` with its floating parameters in ``dtype``.
