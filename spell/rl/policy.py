@@ -354,18 +354,20 @@ def decoder_logprobs(
     temperatures: torch.Tensor | None,
     chunk_tokens: int,
     with_entropy: bool,
+    **attention_kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Decoder once over the batch, then the LM head in chunks at the scored positions only.
 
     Shapes: input_ids / position_ids [R, T]; attention_mask [R, T] (1 = real token) or [R, 1, T, T] (the
     shared-prefix layout); hidden_index [M], flat ``row * T + position`` of the hidden state that predicts each
-    scored token; targets [M]; temperatures [M] or None. Returns flat [M] log-probs and entropies (or None);
-    with M = 0, zeros without grad.
+    scored token; targets [M]; temperatures [M] or None; ``attention_kwargs`` go to every attention call (the
+    row layout of :mod:`spell.rl.prefix_attention`, whose mask is then [R, 1, Q, T]). Returns flat [M] log-probs
+    and entropies (or None); with M = 0, zeros without grad.
     """
     head, scale, softcap = _logit_head(model)
     decoder = model.get_decoder()
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                     use_cache=False).last_hidden_state  # [R, T, H]
+                     use_cache=False, **attention_kwargs).last_hidden_state  # [R, T, H]
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])[hidden_index]  # [M, H]
     logprob_chunks, entropy_chunks = [], []
     for start in range(0, flat_hidden.shape[0], chunk_tokens):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from spell.rl.policy import collate, sequence_logprobs
-from spell.rl.shared_prefix import pack_shared_prompts, prompt_units, shared_prefix_logprobs
+from spell.rl.prefix_attention import PREFIX_ATTENTION
+from spell.rl.shared_prefix import pack_shared_prompts, prompt_units, segment_attention, shared_prefix_logprobs
 from spell.types import Role, RoleSample, TaskType
 
 
@@ -60,6 +61,7 @@ def test_shared_prefix_equals_per_sample_logprobs_entropy_and_gradients(tiny_mod
     batch = pack_shared_prompts(samples, pad_id=0)
     assert batch["input_ids"].shape[0] == 3  # 3 distinct prompts -> 3 rows, not 7
     logprobs, entropy = shared_prefix_logprobs(tiny_model, batch, chunk_tokens=3, with_entropy=True)
+    assert tiny_model.config._attn_implementation == PREFIX_ATTENTION  # the [Q, T]-mask path, not the [T, T] one
     mask = batch["completion_mask"]
     assert mask.sum() == sum(len(s.completion_ids) for s in samples) == 20
     torch.testing.assert_close(logprobs[mask], expected_lp[mask], rtol=0, atol=1e-5)
@@ -89,10 +91,10 @@ def test_the_layout_by_hand():
     assert batch["hidden_index"].tolist() == [1, 2, 1, 5]
     assert batch["targets"].tolist() == [7, 8, 9, 3]
     assert batch["token_sample"].tolist() == [0, 0, 2, 1] and batch["token_offset"].tolist() == [0, 1, 0, 0]
-    attend = batch["attention_mask"][0, 0].int().tolist()
+    attend = segment_attention(batch["segment"])[0, 0].int().tolist()
     assert attend[4] == [1, 1, 0, 0, 1]  # token 9 sees the prompt and itself, not the other completion
     assert attend[3] == [1, 1, 1, 1, 0]
-    assert batch["attention_mask"][1, 0, 3].int().tolist() == [0, 0, 0, 1, 0]  # padding sees itself only
+    assert segment_attention(batch["segment"])[1, 0, 3].int().tolist() == [0, 0, 0, 1, 0]  # padding sees itself only
     assert batch["completion_mask"].tolist() == [[True, True], [True, False], [True, False]]
 
 
