@@ -7,6 +7,8 @@ run logs as ``heldout/*`` are the ones ``spell eval`` would report (avg@n over `
 
 from __future__ import annotations
 
+import math
+import random
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
@@ -29,10 +31,12 @@ def load_heldout(cfg: EvalConfig) -> list[EvalItem]:
 
 
 def heldout_metrics(engine: Engine, items: Sequence[EvalItem], cfg: EvalConfig, templates: Templates,
-                    max_input_tokens: int, top_p: float = 1.0, seed: int = 0) -> dict[str, float]:
+                    max_input_tokens: int, top_p: float = 1.0, seed: int = 0,
+                    scores_out: list[dict] | None = None) -> dict[str, float]:
     """``heldout/accuracy`` plus per task and per hop count (``metadata.hops``) means, in [0, 1].
 
     Sampling uses its own seeded generator, so evaluating never moves the training RNG (resume stays exact).
+    ``scores_out`` (optional) receives one ``{"id", "task", "score"}`` per question, for paired comparisons.
     """
     if not items:
         return {}
@@ -42,9 +46,34 @@ def heldout_metrics(engine: Engine, items: Sequence[EvalItem], cfg: EvalConfig, 
     groups: dict[str, list[float]] = defaultdict(list)
     for item, completions in zip(items, outputs, strict=True):
         score = statistics.fmean(score_response(item, c.text)[1] for c in completions)
+        if scores_out is not None:
+            scores_out.append({"id": item.id, "task": item.task, "score": score})
         groups["heldout/accuracy"].append(score)
         groups[f"heldout/{item.task}"].append(score)
         hops = item.metadata.get("hops")
         if hops is not None:
             groups[f"heldout/hops{hops}"].append(score)
     return {key: statistics.fmean(values) for key, values in sorted(groups.items())}
+
+
+def paired_bootstrap(before: Sequence[float], after: Sequence[float], resamples: int = 2000,
+                     seed: int = 0) -> tuple[float, float, float, float]:
+    """Mean paired change ``after - before`` over the same questions, its standard error and a 95% bootstrap
+    interval (percentiles of ``resamples`` resamplings of the questions, seeded).
+
+    Returns:
+        ``(delta, standard_error, low, high)`` as fractions.
+
+    >>> delta, se, low, high = paired_bootstrap([0, 0, 1, 1], [1, 0, 1, 1])
+    >>> delta, round(se, 3), low <= delta <= high  # one of 4 questions flipped right: +0.25; sd 0.5 / sqrt(4)
+    (0.25, 0.25, True)
+    """
+    if len(before) != len(after) or not before:
+        raise ValueError(f"paired_bootstrap needs two equal non-empty lists, got {len(before)} and {len(after)}")
+    diffs = [b - a for a, b in zip(before, after)]
+    n = len(diffs)
+    delta = statistics.fmean(diffs)
+    se = statistics.stdev(diffs) / math.sqrt(n) if n > 1 else 0.0
+    rng = random.Random(seed)
+    means = sorted(statistics.fmean(rng.choices(diffs, k=n)) for _ in range(resamples))
+    return delta, se, means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]

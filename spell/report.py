@@ -51,8 +51,91 @@ def write_run_summary(output_dir: Path, console: Console | None = None) -> Path 
         if seen:
             (first_step, first), (last_step, last) = seen[0], seen[-1]
             table.add_row(key, f"{first:.4g} ({first_step})", f"{last:.4g} ({last_step})")
-    (console or Console()).print(table)
+    console = console or Console()
+    console.print(table)
+    change = heldout_change(output_dir)
+    if change:
+        console.print(format_heldout_change(change))
+    truth = truth_accuracies(output_dir, rows[-1]["step"])
+    if truth:
+        console.print(truth)
     return plot_curves(rows, output_dir / "curves.png")
+
+
+def _read_scores(path: Path) -> dict[str, dict]:
+    return {row["id"]: row for row in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
+
+
+def heldout_change(output_dir: Path) -> dict | None:
+    """The paired held-out change between the first and the last evaluation (``heldout/step_*.jsonl``): overall
+    and per task, ``(delta, standard error, 95% low, 95% high)`` in points, over the questions both scored."""
+    from spell.heldout import paired_bootstrap
+
+    files = sorted((output_dir / "heldout").glob("step_*.jsonl"))
+    if len(files) < 2:
+        return None
+    first, last = _read_scores(files[0]), _read_scores(files[-1])
+    shared = [key for key in first if key in last]
+    if not shared:
+        return None
+    groups = {"all": shared}
+    for key in shared:
+        groups.setdefault(first[key]["task"], []).append(key)
+    out = {"from_step": int(files[0].stem.split("_")[1]), "to_step": int(files[-1].stem.split("_")[1]), "tasks": {}}
+    for name, keys in groups.items():
+        before, after = [first[k]["score"] for k in keys], [last[k]["score"] for k in keys]
+        stats = paired_bootstrap(before, after) if len(keys) > 1 else (after[0] - before[0], 0.0, 0.0, 0.0)
+        out["tasks"][name] = {"questions": len(keys), "before": 100 * sum(before) / len(keys),
+                              "after": 100 * sum(after) / len(keys), **dict(zip(("delta", "se", "low", "high"),
+                                                                              (100 * v for v in stats)))}
+    return out
+
+
+def format_heldout_change(change: dict) -> str:
+    """One line per task: ``held-out accuracy (step a -> b): x% -> y% (+d points, 95% CI [l, h], n questions)``."""
+    lines = []
+    for name, t in change["tasks"].items():
+        verdict = "learned" if t["low"] > 0 else ("got worse" if t["high"] < 0 else "no significant change")
+        lines.append(f"held-out {name} (step {change['from_step']} -> {change['to_step']}): {t['before']:.1f}% -> "
+                     f"{t['after']:.1f}% ({t['delta']:+.1f} points, 95% CI [{t['low']:+.1f}, {t['high']:+.1f}], "
+                     f"{t['questions']} questions): {verdict}")
+    return "\n".join(lines)
+
+
+def truth_accuracies(output_dir: Path, last_step: int, window: int = 3) -> Table | None:
+    """For a run on the built-in world with sample dumps: each role's accuracy by the world's own facts over the
+    first and the last ``window`` steps (:mod:`spell.builtin.diagnose`); None otherwise."""
+    world = _builtin_world(output_dir)
+    if world is None or not (output_dir / "samples").is_dir():
+        return None
+    from spell.builtin.diagnose import diagnose_run
+
+    windows = [(1, min(window, last_step)), (max(1, last_step - window + 1), last_step)]
+    report = diagnose_run(output_dir, world, windows)
+    keys = ("valid_rate", "solver_parsed_rate", "reference_true", "responder_true", "verifier_true", "reward_true")
+    table = Table(title="roles judged by the world's facts (all tasks)")
+    table.add_column("steps")
+    for key in keys:
+        table.add_column(key)
+    for name, by_task in report.items():
+        row = by_task.get("all", {})
+        table.add_row(name, *("-" if row.get(k) is None else f"{row[k]:.2f}" for k in keys))
+    return table
+
+
+def _builtin_world(output_dir: Path) -> Path | None:
+    """The built-in world folder a run trained on (from its config.yaml), or None."""
+    import yaml
+
+    config = output_dir / "config.yaml"
+    if not config.exists():
+        return None
+    files = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("data", {}).get("train_files") or []
+    folder = Path(files[0]).parent if files else None
+    manifest = folder / "manifest.json" if folder else None
+    if manifest is None or not manifest.exists():
+        return None
+    return folder if json.loads(manifest.read_text(encoding="utf-8")).get("generator") == "spell.world" else None
 
 
 def plot_curves(rows: list[dict], out: Path) -> Path:

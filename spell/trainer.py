@@ -219,7 +219,7 @@ class Trainer:
         """Run steps ``start_step+1 .. max_steps``; returns the last step's metrics."""
         cfg, last = self.cfg, {}
         if self.start_step == 0 and self.heldout:
-            self.metrics.log(0, {**self.evaluate(), **pop_timings()})  # A0: the policy before any update
+            self.metrics.log(0, {**self.evaluate(0), **pop_timings()})  # A0: the policy before any update
         with progress(cfg.train.max_steps, enabled=cfg.logging.progress and self.dist.is_main) as bar:
             for step in range(self.start_step + 1, cfg.train.max_steps + 1):
                 last = self.train_step(step)
@@ -241,7 +241,7 @@ class Trainer:
             stats = self.update_policy(experience.samples)
         with stage_timer("sync_weights"):
             self._sync_engine()
-        heldout = self.evaluate() if self._eval_due(step) else {}
+        heldout = self.evaluate(step) if self._eval_due(step) else {}
         # rollout numbers: counts summed, rates/means averaged over ranks; train/* are already global
         rollout = distributed.reduce_metrics({**experience.metrics, **pop_timings()}, SUMMED_METRICS)
         metrics = {**rollout, **stats, **heldout}
@@ -260,11 +260,17 @@ class Trainer:
             copy_full_weights(self.model, self.rollout_model, self.device)
         self.engine.sync_weights(self.rollout_model)
 
-    def evaluate(self) -> dict[str, float]:
-        """Held-out accuracy (``heldout/*``) of the current policy; rank 0 only."""
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Held-out accuracy (``heldout/*``) of the current policy; rank 0 only. Per-question scores go to
+        ``heldout/step_XXXXXX.jsonl`` (the end-of-run summary pairs the first and last for a confidence interval)."""
+        scores: list[dict] = []
         with stage_timer("heldout_eval"):
-            return heldout_metrics(self.engine, self.heldout, self.cfg.eval, self.templates,
-                                   self.cfg.data.max_prompt_tokens, self.cfg.sampling.top_p, seed=self.cfg.train.seed)
+            metrics = heldout_metrics(self.engine, self.heldout, self.cfg.eval, self.templates,
+                                      self.cfg.data.max_prompt_tokens, self.cfg.sampling.top_p,
+                                      seed=self.cfg.train.seed, scores_out=scores)
+        if scores:
+            dump_samples(self.output_dir / "heldout" / f"step_{step:06d}.jsonl", scores)
+        return metrics
 
     def _eval_due(self, step: int) -> bool:
         every = self.cfg.eval.every_steps

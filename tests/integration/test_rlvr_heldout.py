@@ -79,6 +79,11 @@ def test_heldout_accuracy_before_and_after_and_summary(corpus, labelled, tiny_po
     text = console.export_text()
     assert "heldout/accuracy" in text and "0.75 (0)" in text and "0.75 (2)" in text
     assert plot is not None and plot.stat().st_size > 0
+    scores = [json.loads(line) for line in (out / "heldout" / "step_000000.jsonl").read_text().splitlines()]
+    assert scores == [{"id": "q1", "task": "doc_general_qa", "score": 0.5},
+                      {"id": "q2", "task": "doc_general_qa", "score": 1.0}]
+    assert (out / "heldout" / "step_000002.jsonl").exists()  # the last step's, paired with step 0's
+    assert "held-out all (step 0 -> 2): 75.0% -> 75.0% (+0.0 points" in text
 
 
 def trainer_script(role, prompt, i):
