@@ -308,3 +308,20 @@ def test_cli_builds_and_rejects_bad_arguments(tmp_path):
 def test_build_world_rejects_out_of_range_arguments(tmp_path, kwargs):
     with pytest.raises(ValueError):
         build_world(tmp_path, **kwargs)
+
+
+def test_target_tokens_are_counted_with_the_tokenizer(tmp_path):
+    from spell.builtin.defaults import SHIPPED_POLICY
+    from spell.builtin.world.build import token_counter
+
+    paths = build_world(tmp_path, num_train_sets=4, num_heldout_sets=2, target_tokens=1000, tokenizer=SHIPPED_POLICY)
+    count = token_counter(SHIPPED_POLICY)
+    manifest = json.loads(paths.manifest.read_text())
+    for line in paths.train.read_text().splitlines():
+        tokens = sum(count(d) for d in json.loads(line)["documents"])
+        # each sentence is counted as it sits (leading space); the last one may overshoot by a sentence per
+        # document: 1,000 <= tokens < 1,000 + 5 documents x ~20 tokens
+        assert 1000 <= tokens < 1100
+    assert 1000 <= manifest["tokens_per_set"]["train"]["min"] and manifest["arguments"]["tokenizer"]
+    # the words x 1.3 estimate of the same sets is far off (the reason for counting with the tokenizer)
+    assert manifest["approx_tokens_per_set"]["train"]["max"] < 800

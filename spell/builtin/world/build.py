@@ -17,6 +17,7 @@ import json
 import logging
 import random
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def _reserved_words() -> frozenset[str]:
 
 
 def _build_split(split: str, count: int, seed: int, doc_kinds: tuple[str, ...], target_tokens: int | None,
-                 filler: bool) -> tuple[list[_BuiltSet], NamePool]:
+                 filler: bool, count_tokens: Callable[[str], int] | None = None) -> tuple[list[_BuiltSet], NamePool]:
     """Plan and render ``count`` sets of one split; each set has its own seeded random source."""
     names = NamePool(random.Random(f"{seed}/names/{split}"), heldout=split == "heldout", reserved=_reserved_words())
     built = []
@@ -67,7 +68,8 @@ def _build_split(split: str, count: int, seed: int, doc_kinds: tuple[str, ...], 
         rng = random.Random(f"{seed}/{split}/{index}")
         plan = make_plan(rng, names, f"world-{split}-{index:05d}", split)
         kinds = rng.sample(doc_kinds, len(doc_kinds))  # document order varies per set
-        documents, facts = render_set(plan, kinds, rng, target_tokens=target_tokens, filler=filler)
+        documents, facts = render_set(plan, kinds, rng, target_tokens=target_tokens, filler=filler,
+                                      count_tokens=count_tokens)
         built.append(_BuiltSet(plan, kinds, documents, facts))
     return built, names
 
@@ -164,6 +166,7 @@ def build_world(
     filler: bool = True,
     questions_per_set: int = 1,
     output_format: str = "jsonl",
+    tokenizer: str | Path | None = None,
 ) -> WorldPaths:
     """Generate the world and write its files into ``out_dir`` (created if missing, files overwritten).
 
@@ -173,11 +176,13 @@ def build_world(
         num_train_sets: document sets of the training corpus (no labels; at most about 1,400).
         num_heldout_sets: document sets of the held-out question set (at most about 480).
         docs_per_set: documents per set, 3-8 (the first N of :data:`~spell.builtin.world.render.DOC_KINDS`).
-        target_tokens: pad every set with neutral filler to about this many approximate tokens
-            (words x 1.3) in total; None = no filler (about 500-700 tokens per 5-document set).
+        target_tokens: pad every set with neutral filler to about this many tokens in total (counted with
+            ``tokenizer``); None = no filler (about 500-700 tokens per 5-document set).
         filler: False never pads, even with ``target_tokens``.
         questions_per_set: held-out questions per held-out set (tasks rotate over the questions).
         output_format: ``"jsonl"`` or ``"parquet"`` for the training corpus (held-out is always JSONL).
+        tokenizer: a Hugging Face tokenizer folder whose counts ``target_tokens`` means (the manifest then also
+            reports the sets' token counts with it); None = the words x 1.3 estimate.
 
     Returns:
         The paths of the written files.
@@ -190,8 +195,10 @@ def build_world(
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     doc_kinds = DOC_KINDS[:docs_per_set]
-    train, train_names = _build_split("train", num_train_sets, seed, doc_kinds, target_tokens, filler)
-    heldout, heldout_names = _build_split("heldout", num_heldout_sets, seed, doc_kinds, target_tokens, filler)
+    count_tokens = token_counter(tokenizer) if tokenizer is not None else None
+    train, train_names = _build_split("train", num_train_sets, seed, doc_kinds, target_tokens, filler, count_tokens)
+    heldout, heldout_names = _build_split("heldout", num_heldout_sets, seed, doc_kinds, target_tokens, filler,
+                                          count_tokens)
     questions = _question_records(heldout, heldout_names, seed, questions_per_set)
     # Labelled questions over the TRAIN sets: only for the RLVR baseline (SPELL never reads them).
     train_questions = _question_records(train, train_names, seed, 1, tag="train-questions")
@@ -209,11 +216,23 @@ def build_world(
     paths.world.write_text(json.dumps(world, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     arguments = {"num_train_sets": num_train_sets, "num_heldout_sets": num_heldout_sets,
                  "docs_per_set": docs_per_set, "target_tokens": target_tokens, "filler": filler,
-                 "questions_per_set": questions_per_set, "output_format": output_format}
+                 "questions_per_set": questions_per_set, "output_format": output_format,
+                 "tokenizer": None if tokenizer is None else str(tokenizer)}
     manifest = _manifest(seed, arguments, train, heldout, questions, paths)
+    if count_tokens is not None:
+        manifest["tokens_per_set"] = {split: _token_stats([sum(count_tokens(d) for d in s.documents) for s in sets])
+                                      for split, sets in (("train", train), ("heldout", heldout))}
     paths.manifest.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     logger.info("world built in %s: %d train sets, %d held-out questions", root, len(train), len(questions))
     return paths
+
+
+def token_counter(tokenizer: str | Path) -> Callable[[str], int]:
+    """Token count of a text with the Hugging Face tokenizer in folder ``tokenizer`` (no special tokens)."""
+    from transformers import AutoTokenizer
+
+    loaded = AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
+    return lambda text: len(loaded(text, add_special_tokens=False)["input_ids"])
 
 
 def _manifest(seed: int, arguments: dict, train: list[_BuiltSet], heldout: list[_BuiltSet], questions: list[dict],
@@ -257,9 +276,22 @@ def add_world_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--docs-per-set", type=int, default=5, help=f"documents per set, {MIN_DOCS}-{MAX_DOCS}")
     parser.add_argument("--questions-per-set", type=int, default=1, help="held-out questions per held-out set")
     parser.add_argument("--target-tokens", type=int, default=None,
-                        help="pad each set with neutral filler to about this many tokens (words x 1.3)")
+                        help="pad each set with neutral filler to about this many tokens (of --tokenizer)")
+    parser.add_argument("--tokenizer", default="builtin",
+                        help="tokenizer folder that counts --target-tokens; 'builtin' = the shipped policy's, "
+                             "'none' = the words x 1.3 estimate")
     parser.add_argument("--no-filler", action="store_true", help="never add filler text")
     parser.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl", help="training corpus format")
+
+
+def _cli_tokenizer(name: str) -> str | None:
+    if name == "none":
+        return None
+    if name == "builtin":
+        from spell.builtin.defaults import SHIPPED_POLICY
+
+        return str(SHIPPED_POLICY)
+    return name
 
 
 def run_world_build(args: argparse.Namespace) -> int:
@@ -269,12 +301,14 @@ def run_world_build(args: argparse.Namespace) -> int:
             args.out, seed=args.seed, num_train_sets=args.num_train, num_heldout_sets=args.num_heldout,
             docs_per_set=args.docs_per_set, target_tokens=args.target_tokens, filler=not args.no_filler,
             questions_per_set=args.questions_per_set, output_format=args.format,
+            tokenizer=_cli_tokenizer(args.tokenizer) if args.target_tokens else None,
         )
     except ValueError as err:
         logger.error("spell world build: %s", err)
         return 2
     manifest = json.loads(paths.manifest.read_text(encoding="utf-8"))
-    logger.info("train corpus: %s (%d sets); held-out questions: %s (%s); approx tokens per set: %s",
-                paths.train, manifest["counts"]["train_sets"], paths.heldout,
-                manifest["counts"]["heldout_by_task"], manifest["approx_tokens_per_set"]["train"])
+    tokens = manifest.get("tokens_per_set", manifest["approx_tokens_per_set"])["train"]
+    logger.info("train corpus: %s (%d sets); held-out questions: %s (%s); tokens per set (%s): %s",
+                paths.train, manifest["counts"]["train_sets"], paths.heldout, manifest["counts"]["heldout_by_task"],
+                manifest["arguments"]["tokenizer"] or "words x 1.3", tokens)
     return 0

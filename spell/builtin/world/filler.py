@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 
 TOKENS_PER_WORD = 1.3  # a rough BPE rate for this plain English; chars / 4 gives similar numbers here
 
@@ -47,24 +48,31 @@ def filler_sentence(rng: random.Random) -> str:
     return f"{rng.choice(PEOPLE_SUBJECTS)} {rng.choice(PEOPLE_PREDICATES)}."
 
 
-def filler_paragraphs(rng: random.Random, num_tokens: int) -> list[str]:
+def filler_paragraphs(rng: random.Random, num_tokens: int,
+                      count_tokens: Callable[[str], int] | None = None) -> list[str]:
     """Paragraphs of 3-6 filler sentences (the last may be shorter) whose length first reaches ``num_tokens``.
 
     Args:
         rng: the random source.
-        num_tokens: how many approximate tokens to produce (<= 0 gives no paragraph).
+        num_tokens: how many tokens to produce (<= 0 gives no paragraph).
+        count_tokens: a tokenizer's count of a text; None = the words x 1.3 estimate. Each sentence is counted
+            with its leading space, as it sits in the document.
 
     Returns:
         The paragraphs, each a single line.
     """
     paragraphs: list[str] = []
-    words = 0  # count words, not per-paragraph rounded tokens, so the total lands just above the target
-    while words * TOKENS_PER_WORD < num_tokens:
+    used = 0  # words (estimate; not per-paragraph rounded tokens, so the total lands just above) or tokens
+
+    def reached() -> bool:
+        return (used if count_tokens else used * TOKENS_PER_WORD) >= num_tokens
+
+    while not reached():
         sentences: list[str] = []
         for _ in range(rng.randint(*SENTENCES_PER_PARAGRAPH)):
             sentences.append(filler_sentence(rng))
-            words += len(sentences[-1].split())
-            if words * TOKENS_PER_WORD >= num_tokens:
+            used += count_tokens(" " + sentences[-1]) if count_tokens else len(sentences[-1].split())
+            if reached():
                 break
         paragraphs.append(" ".join(sentences))
     return paragraphs

@@ -10,6 +10,7 @@ the document); filler paragraphs (:mod:`spell.builtin.world.filler`) only go bet
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from spell.builtin.world.entities import Event, Org, Person, Place, SetPlan, Table
@@ -194,7 +195,8 @@ def join_units(title: str, units: list[Unit], fillers: list[str], rng: random.Ra
 
 
 def render_set(
-    plan: SetPlan, kinds: list[str], rng: random.Random, *, target_tokens: int | None = None, filler: bool = True
+    plan: SetPlan, kinds: list[str], rng: random.Random, *, target_tokens: int | None = None, filler: bool = True,
+    count_tokens: Callable[[str], int] | None = None,
 ) -> tuple[list[str], list[Fact]]:
     """Render the documents of a set in the given kind order.
 
@@ -202,21 +204,22 @@ def render_set(
         plan: the set's entities and numbers.
         kinds: document kinds (from :data:`DOC_KINDS`), in document order.
         rng: the random source for filler text and its placement.
-        target_tokens: approximate tokens (:func:`~spell.builtin.world.filler.approx_tokens`) the whole set should
-            reach with filler; None = no filler.
+        target_tokens: tokens the whole set should reach with filler; None = no filler.
         filler: False disables filler even when ``target_tokens`` is set.
+        count_tokens: a tokenizer's count of a text; None = :func:`~spell.builtin.world.filler.approx_tokens`.
 
     Returns:
         ``(documents, facts)``; each fact's ``doc`` is the index of the document that states it.
     """
     parts = [document_parts(plan, kind) for kind in kinds]
     base = [title + "\n" + " ".join(u.text for u in units) for title, units in parts]
-    missing = max(0, (target_tokens or 0) - sum(approx_tokens(text) for text in base)) if filler else 0
+    count = count_tokens or approx_tokens
+    missing = max(0, (target_tokens or 0) - sum(count(text) for text in base)) if filler else 0
     documents: list[str] = []
     facts: list[Fact] = []
     for index, (title, units) in enumerate(parts):
         share = missing // len(parts) + (1 if index < missing % len(parts) else 0)
-        fillers = filler_paragraphs(rng, share) if share > 0 else []
+        fillers = filler_paragraphs(rng, share, count_tokens) if share > 0 else []
         documents.append(join_units(title, units, fillers, rng))
         facts.extend(Fact(f.subject, f.relation, f.object, f.evidence, index, f.year) for u in units for f in u.facts)
     return documents, facts
