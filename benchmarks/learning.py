@@ -31,13 +31,18 @@ VARIANTS = {
 RESULTS = Path(__file__).parent / "results"
 
 
-def run_variant(name: str, seed: int, steps: int, out_root: Path, extra: list[str]) -> dict:
-    """Train one variant from the built-in policy; returns A0, A1 (fractions), per-task finals and timing."""
-    from spell.builtin.defaults import apply_builtin_defaults
+def run_variant(name: str, seed: int, steps: int, out_root: Path, extra: list[str], split: str = "heldout") -> dict:
+    """Train one variant from the built-in policy; returns A0, A1 (fractions), per-task finals and timing.
+
+    ``split``: ``heldout`` (final numbers only) or ``validation`` (for tuning: other entities, the same size).
+    """
+    from spell.builtin.defaults import apply_builtin_defaults, ensure_world
     from spell.config import load_config
     from spell.report import read_metrics
     from spell.trainer import Trainer
 
+    if split == "validation":
+        extra = [f"eval.heldout_files=[{ensure_world() / 'validation.jsonl'}]", *extra]
     out = out_root / f"{name}_seed{seed}"
     overrides = [f"train.seed={seed}", f"train.max_steps={steps}", f"train.save_every_steps={steps}",
                  f"output_dir={out}", "logging.progress=false", "logging.dump_samples_every=0",
@@ -139,6 +144,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=Path("runs/learning"))
     parser.add_argument("--name", default="learning", help="results file stem (parallel partial runs)")
+    parser.add_argument("--split", choices=("heldout", "validation"), default="heldout",
+                        help="questions to measure on: validation while tuning, heldout for the final numbers")
     parser.add_argument("--merge", type=Path, nargs="+", help="merge partial results files instead of running")
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every run")
     args = parser.parse_args()
@@ -154,11 +161,12 @@ def main() -> None:
     per_variant: dict[str, list[dict]] = {name: [] for name in args.variants}
     for seed in args.seeds:
         for name in args.variants:
-            result = run_variant(name, seed, args.steps, args.out, args.overrides)
+            result = run_variant(name, seed, args.steps, args.out, args.overrides, args.split)
             per_variant[name].append(result)
             print(json.dumps({"variant": name, "seed": seed, "a0": result["a0"], "a1": result["a1"],
                               "cpu_s": round(result["cpu_s"], 1)}), flush=True)
     summary = summarise(per_variant, args.seeds)
+    summary["split"] = args.split
     write_reports(summary, args.steps, args.name)
     print(f"learning: A0={summary['a0_mean']} A1={summary['a1_mean']} delta={summary['delta_mean']}")
 

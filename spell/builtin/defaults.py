@@ -32,8 +32,10 @@ def cache_root() -> Path:
 def ensure_world(root: Path | None = None) -> Path:
     """The built-in world folder (``train.jsonl``, ``heldout.jsonl``, ...), built if missing."""
     from spell.builtin.world import build_world
+    from spell.builtin.world.build import WORLD_VERSION
 
-    folder = (root or cache_root()) / f"world-seed{WORLD_SEED}"
+    # the version is in the name: a new world never overwrites the one earlier runs' configs point to
+    folder = (root or cache_root()) / f"world-seed{WORLD_SEED}-v{WORLD_VERSION}"
     if not (folder / "manifest.json").exists() or not (folder / TRAIN_LABELLED).exists():
         logger.info("building the built-in world in %s", folder)
         build_world(folder, seed=WORLD_SEED)

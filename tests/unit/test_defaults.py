@@ -15,7 +15,7 @@ def test_builtin_defaults_fill_corpus_heldout_labels_and_policy(tmp_path, monkey
     monkeypatch.setenv("SPELL_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(defaults, "SHIPPED_POLICY", tmp_path / "no_shipped_policy")
     cfg = defaults.apply_builtin_defaults(load_config("builtin"))
-    world = tmp_path / "world-seed0"
+    world = tmp_path / "world-seed0-v2"  # the world version is in the folder name
     assert cfg.data.train_files == [str(world / "train.jsonl")]
     assert cfg.eval.heldout_files == [str(world / "heldout.jsonl")]
     assert cfg.data.labelled_files == [str(world / "train_labelled.jsonl")]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import time
 from collections import Counter
 from fractions import Fraction
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from spell.builtin.world import add_world_arguments, approx_tokens, build_world, run_world_build
-from spell.builtin.world.entities import EVENT_KINDS, HOBBIES, ORG_SUFFIXES, NamePool, is_heldout_word
+from spell.builtin.world.entities import EVENT_KINDS, HOBBIES, ORG_SUFFIXES, NamePool, word_split
 from spell.builtin.world.filler import filler_paragraphs
 from spell.builtin.world.render import DOC_KINDS
 from spell.data import load_docsets
@@ -36,16 +35,13 @@ def read_jsonl(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def default_world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("world_default")
-    start = time.perf_counter()
-    paths = build_world(out)
-    return paths, time.perf_counter() - start
+    return build_world(tmp_path_factory.mktemp("world_default"))
 
 
 @pytest.fixture(scope="module")
 def worlds(tmp_path_factory, default_world):
     """The default world plus small ones with 3 and 8 documents per set and one padded with filler."""
-    built = {"default": default_world[0]}
+    built = {"default": default_world}
     for name, kwargs in {"docs3": {"docs_per_set": 3}, "docs8": {"docs_per_set": 8},
                          "filler": {"docs_per_set": 6, "target_tokens": 3000}}.items():
         built[name] = build_world(tmp_path_factory.mktemp(f"world_{name}"), seed=7, **SMALL, **kwargs)
@@ -161,25 +157,25 @@ def test_every_heldout_gold_answer_is_rederived_from_world_facts(worlds, name):
 
 def test_same_seed_gives_byte_identical_files_and_other_seed_differs(tmp_path):
     first, second, other = (build_world(tmp_path / n, seed=s, **SMALL) for n, s in (("a", 3), ("b", 3), ("c", 4)))
-    for name in ("train.jsonl", "heldout.jsonl", "world.json", "manifest.json"):
+    for name in ("train.jsonl", "heldout.jsonl", "validation.jsonl", "world.json", "manifest.json"):
         assert (first.root / name).read_bytes() == (second.root / name).read_bytes(), name
         assert (first.root / name).read_bytes() != (other.root / name).read_bytes(), name
 
 
-def test_default_build_is_fast_and_has_the_documented_counts(default_world):
-    paths, seconds = default_world
-    assert seconds < 5.0
+def test_default_build_has_the_documented_counts(default_world):
+    paths = default_world
     manifest = json.loads(paths.manifest.read_text())
-    # 300 train sets x 5 documents; 150 held-out sets x 1 question, tasks rotating -> 50 each
+    # 300 train sets x 5 documents; 240 held-out sets x 5 questions, tasks rotating -> 400 each; validation alike
     assert manifest["counts"]["train_sets"] == 300 and manifest["counts"]["train_documents"] == 1500
-    assert manifest["counts"]["heldout_by_task"] == {"doc_general_qa": 50, "doc_mc": 50, "docmath_qa": 50}
+    assert manifest["counts"]["heldout_by_task"] == {"doc_general_qa": 400, "doc_mc": 400, "docmath_qa": 400}
+    assert manifest["counts"]["validation_questions"] == 1200
     assert set(manifest["counts"]["heldout_by_hops"]) == {"1", "2", "3"}
     assert 300 <= manifest["approx_tokens_per_set"]["train"]["mean"] <= 1500
     assert manifest["files"]["train.jsonl"]["bytes"] == paths.train.stat().st_size
 
 
 def test_train_rows_follow_the_corpus_schema_without_labels(default_world):
-    paths, _ = default_world
+    paths = default_world
     rows = read_jsonl(paths.train)
     assert all(set(row) == {"id", "documents", "task", "source"} and row["source"] == "world" for row in rows)
     assert all(len(row["documents"]) == 5 and all(row["documents"]) for row in rows)
@@ -189,11 +185,11 @@ def test_train_rows_follow_the_corpus_schema_without_labels(default_world):
 
 
 def test_heldout_loads_in_the_eval_harness_with_balanced_mc_letters(default_world):
-    paths, _ = default_world
+    paths = default_world
     items = load_generic(paths.heldout)
-    assert len(items) == 150 and len({item.id for item in items}) == 150
+    assert len(items) == 1200 and len({item.id for item in items}) == 1200
     letters = Counter(item.answers[0] for item in items if item.task == "doc_mc")
-    # 50 MC questions in shuffled blocks of A-D -> 12 or 13 per letter
+    # 400 MC questions in shuffled blocks of A-D -> 100 per letter
     assert set(letters) == {"A", "B", "C", "D"} and max(letters.values()) - min(letters.values()) <= 1
     for task in TASKS:
         hops = Counter(item.metadata["hops"] for item in items if item.task == task)
@@ -201,7 +197,7 @@ def test_heldout_loads_in_the_eval_harness_with_balanced_mc_letters(default_worl
 
 
 def test_mc_distractors_have_the_answers_type(default_world):
-    paths, _ = default_world
+    paths = default_world
     for record in read_jsonl(paths.heldout):
         if record["task"] != "doc_mc":
             continue
@@ -228,13 +224,16 @@ def text_words(texts) -> set[str]:
     return {word for text in texts for word in re.findall(r"\w+", text)}
 
 
-def test_train_and_heldout_share_no_entity(default_world):
-    paths, _ = default_world
+def test_train_heldout_and_validation_share_no_entity(default_world):
+    paths = default_world
     world = json.loads(paths.world.read_text())
     train_names, heldout_names = name_words(world, "train"), name_words(world, "heldout")
-    # 300 and 150 sets x 21 name words each
-    assert len(train_names) == 300 * 21 and len(heldout_names) == 150 * 21
-    assert not train_names & heldout_names
+    validation_names = name_words(world, "validation")
+    # 300, 240 and 240 sets x 21 name words each
+    assert len(train_names) == 300 * 21 and len(heldout_names) == len(validation_names) == 240 * 21
+    assert not train_names & heldout_names and not validation_names & (train_names | heldout_names)
+    # 5 questions per set never repeat one within a task (the same question may come once as QA, once as MC)
+    assert len({(r["question"], r["metadata"]["set_id"], r["task"]) for r in read_jsonl(paths.heldout)}) == 1200
     train_text = text_words(doc for row in read_jsonl(paths.train) for doc in row["documents"])
     heldout_rows = read_jsonl(paths.heldout)
     heldout_text = text_words(text for r in heldout_rows for text in r["documents"] + [r["question"]]
@@ -262,12 +261,15 @@ def test_filler_reaches_the_target_and_states_no_facts(worlds):
 def test_name_pool_words_are_unique_five_letter_and_in_their_split(tmp_path):
     import random
 
-    heldout = NamePool(random.Random(1), heldout=True, reserved=frozenset({"torav"}))
+    heldout = NamePool(random.Random(1), split="heldout", reserved=frozenset({"torav"}))
     words = [heldout.word() for _ in range(2000)]
     assert len(set(words)) == 2000 and all(NAME_WORD.match(w) for w in words)
-    assert all(is_heldout_word(w.lower()) for w in words) and "Torav" not in words
-    train = NamePool(random.Random(1), heldout=False)
-    assert not any(is_heldout_word(train.word().lower()) for _ in range(500))
+    assert all(word_split(w.lower()) == "heldout" for w in words) and "Torav" not in words
+    for split in ("train", "validation"):
+        pool = NamePool(random.Random(1), split=split)
+        assert all(word_split(pool.word().lower()) == split for _ in range(500))
+    with pytest.raises(ValueError, match="split must be one of"):
+        NamePool(random.Random(1), split="test")
 
 
 def test_parquet_corpus_matches_jsonl_and_is_deterministic(tmp_path):

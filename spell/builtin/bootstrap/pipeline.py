@@ -207,7 +207,10 @@ def measure_policy(cfg: BootstrapConfig, out: Path) -> dict:
     templates = load_templates(None)
     sets = train_sets(cfg.world_seed, 300)  # the self-play corpus (train.jsonl) of the built-in world
     with tempfile.TemporaryDirectory() as tmp:
-        heldout = str(build_world(tmp, seed=cfg.world_seed, num_train_sets=0).heldout)  # held-out split only
+        # the bootstrap is a tuning step: it is measured on validation questions (150, one per set), never on the
+        # held-out ones (world v1, before the validation split existed, measured its 150 held-out questions)
+        heldout = str(build_world(tmp, seed=cfg.world_seed, num_train_sets=0, num_heldout_sets=0,
+                                  num_validation_sets=150, questions_per_set=1).validation)
         greedy = measure.heldout_accuracy(model, tokenizer, heldout, templates, temperature=0.0, n=1)
         sampled = measure.heldout_accuracy(model, tokenizer, heldout, templates, temperature=0.7,
                                            n=cfg.eval_samples, seed=cfg.seed)

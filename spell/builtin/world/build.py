@@ -28,9 +28,8 @@ from spell.builtin.world.render import DOC_KINDS, MAX_DOCS, MIN_DOCS, Fact, rend
 
 logger = logging.getLogger(__name__)
 
-WORLD_VERSION = "1"
+WORLD_VERSION = "2"  # 2: held-out names halved to make a validation split; 5 held-out questions per set
 TASKS = ("docmath_qa", "doc_general_qa", "doc_mc")
-SPLITS = ("train", "heldout")
 TRAIN_LABELLED = "train_labelled.jsonl"  # generic eval format, questions over the train sets (RLVR baseline)
 NUM_DECOYS = 3  # extra never-mentioned names per type in the held-out MC distractor pool
 
@@ -44,6 +43,7 @@ class WorldPaths:
     heldout: Path
     world: Path
     manifest: Path
+    validation: Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,7 @@ def _reserved_words() -> frozenset[str]:
 def _build_split(split: str, count: int, seed: int, doc_kinds: tuple[str, ...], target_tokens: int | None,
                  filler: bool, count_tokens: Callable[[str], int] | None = None) -> tuple[list[_BuiltSet], NamePool]:
     """Plan and render ``count`` sets of one split; each set has its own seeded random source."""
-    names = NamePool(random.Random(f"{seed}/names/{split}"), heldout=split == "heldout", reserved=_reserved_words())
+    names = NamePool(random.Random(f"{seed}/names/{split}"), split=split, reserved=_reserved_words())
     built = []
     for index in range(count):
         rng = random.Random(f"{seed}/{split}/{index}")
@@ -142,9 +142,10 @@ def _file_entry(path: Path) -> dict:
 
 
 def _check_arguments(num_train_sets: int, num_heldout_sets: int, docs_per_set: int, target_tokens: int | None,
-                     questions_per_set: int, output_format: str) -> None:
-    if num_train_sets < 0 or num_heldout_sets < 0:
-        raise ValueError(f"set counts must be >= 0, got {num_train_sets} train and {num_heldout_sets} held-out")
+                     questions_per_set: int, output_format: str, num_validation_sets: int = 0) -> None:
+    if num_train_sets < 0 or num_heldout_sets < 0 or num_validation_sets < 0:
+        raise ValueError(f"set counts must be >= 0, got {num_train_sets} train, {num_heldout_sets} held-out and "
+                         f"{num_validation_sets} validation")
     if not MIN_DOCS <= docs_per_set <= MAX_DOCS:
         raise ValueError(f"docs_per_set must be in [{MIN_DOCS}, {MAX_DOCS}], got {docs_per_set}")
     if target_tokens is not None and target_tokens <= 0:
@@ -160,13 +161,14 @@ def build_world(
     *,
     seed: int = 0,
     num_train_sets: int = 300,
-    num_heldout_sets: int = 150,
+    num_heldout_sets: int = 240,
     docs_per_set: int = 5,
     target_tokens: int | None = None,
     filler: bool = True,
-    questions_per_set: int = 1,
+    questions_per_set: int = 5,
     output_format: str = "jsonl",
     tokenizer: str | Path | None = None,
+    num_validation_sets: int | None = None,
 ) -> WorldPaths:
     """Generate the world and write its files into ``out_dir`` (created if missing, files overwritten).
 
@@ -174,15 +176,17 @@ def build_world(
         out_dir: output folder.
         seed: the world seed; the same arguments give byte-identical files.
         num_train_sets: document sets of the training corpus (no labels; at most about 1,400).
-        num_heldout_sets: document sets of the held-out question set (at most about 480).
+        num_heldout_sets: document sets of the held-out question set (at most about 240): final numbers only.
         docs_per_set: documents per set, 3-8 (the first N of :data:`~spell.builtin.world.render.DOC_KINDS`).
         target_tokens: pad every set with neutral filler to about this many tokens in total (counted with
             ``tokenizer``); None = no filler (about 500-700 tokens per 5-document set).
         filler: False never pads, even with ``target_tokens``.
-        questions_per_set: held-out questions per held-out set (tasks rotate over the questions).
+        questions_per_set: questions per held-out (and validation) set (tasks rotate over the questions).
         output_format: ``"jsonl"`` or ``"parquet"`` for the training corpus (held-out is always JSONL).
         tokenizer: a Hugging Face tokenizer folder whose counts ``target_tokens`` means (the manifest then also
             reports the sets' token counts with it); None = the words x 1.3 estimate.
+        num_validation_sets: document sets of the validation question set (``validation.jsonl``, names
+            disjoint from train and held-out: tune every choice on it); None = as many as held-out.
 
     Returns:
         The paths of the written files.
@@ -190,8 +194,9 @@ def build_world(
     Raises:
         ValueError: an argument is out of range.
     """
+    num_validation_sets = num_heldout_sets if num_validation_sets is None else num_validation_sets
     _check_arguments(num_train_sets, num_heldout_sets, docs_per_set, target_tokens, questions_per_set,
-                     output_format)
+                     output_format, num_validation_sets)
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     doc_kinds = DOC_KINDS[:docs_per_set]
@@ -200,25 +205,32 @@ def build_world(
     heldout, heldout_names = _build_split("heldout", num_heldout_sets, seed, doc_kinds, target_tokens, filler,
                                           count_tokens)
     questions = _question_records(heldout, heldout_names, seed, questions_per_set)
+    validation, validation_names = _build_split("validation", num_validation_sets, seed, doc_kinds, target_tokens,
+                                                filler, count_tokens)
+    validation_questions = _question_records(validation, validation_names, seed, questions_per_set,
+                                             tag="validation-questions")
     # Labelled questions over the TRAIN sets: only for the RLVR baseline (SPELL never reads them).
     train_questions = _question_records(train, train_names, seed, 1, tag="train-questions")
     train_rows = [{"id": s.plan.set_id, "documents": s.documents, "task": list(TASKS), "source": "world"}
                   for s in train]
     paths = WorldPaths(root, root / f"train.{output_format}", root / "heldout.jsonl", root / "world.json",
-                       root / "manifest.json")
+                       root / "manifest.json", root / "validation.jsonl")
     stale = root / ("train.jsonl" if output_format == "parquet" else "train.parquet")
     stale.unlink(missing_ok=True)  # a corpus left by an earlier build in the other format would be read as current
     (_write_parquet if output_format == "parquet" else _write_jsonl)(train_rows, paths.train)
     _write_jsonl(questions, paths.heldout)
+    _write_jsonl(validation_questions, paths.validation)
     _write_jsonl(train_questions, root / TRAIN_LABELLED)
     world = {"generator": "spell.world", "version": WORLD_VERSION, "seed": seed,
-             "sets": [_world_record(s) for s in train + heldout]}
+             "sets": [_world_record(s) for s in train + heldout + validation]}
     paths.world.write_text(json.dumps(world, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     arguments = {"num_train_sets": num_train_sets, "num_heldout_sets": num_heldout_sets,
+                 "num_validation_sets": num_validation_sets,
                  "docs_per_set": docs_per_set, "target_tokens": target_tokens, "filler": filler,
                  "questions_per_set": questions_per_set, "output_format": output_format,
                  "tokenizer": None if tokenizer is None else str(tokenizer)}
     manifest = _manifest(seed, arguments, train, heldout, questions, paths)
+    manifest["counts"]["validation_questions"] = len(validation_questions)
     if count_tokens is not None:
         manifest["tokens_per_set"] = {split: _token_stats([sum(count_tokens(d) for d in s.documents) for s in sets])
                                       for split, sets in (("train", train), ("heldout", heldout))}
@@ -247,7 +259,7 @@ def _manifest(seed: int, arguments: dict, train: list[_BuiltSet], heldout: list[
         "counts": _counts(train, questions),
         "approx_tokens_per_set": {split: _token_stats([sum(approx_tokens(d) for d in s.documents) for s in sets])
                                   for split, sets in (("train", train), ("heldout", heldout))},
-        "files": {p.name: _file_entry(p) for p in (paths.train, paths.heldout, paths.world)},
+        "files": {p.name: _file_entry(p) for p in (paths.train, paths.heldout, paths.validation, paths.world)},
     }
 
 
@@ -272,9 +284,13 @@ def add_world_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="data/world", help="output folder (default: data/world)")
     parser.add_argument("--seed", type=int, default=0, help="world seed (same seed -> identical files)")
     parser.add_argument("--num-train", type=int, default=300, help="training document sets (no labels)")
-    parser.add_argument("--num-heldout", type=int, default=150, help="held-out document sets (labelled questions)")
+    parser.add_argument("--num-heldout", type=int, default=240,
+                        help="held-out document sets (labelled questions, final numbers only)")
+    parser.add_argument("--num-validation", type=int, default=None,
+                        help="validation document sets (labelled questions for tuning; default: as many as held-out)")
     parser.add_argument("--docs-per-set", type=int, default=5, help=f"documents per set, {MIN_DOCS}-{MAX_DOCS}")
-    parser.add_argument("--questions-per-set", type=int, default=1, help="held-out questions per held-out set")
+    parser.add_argument("--questions-per-set", type=int, default=5,
+                        help="questions per held-out and validation set")
     parser.add_argument("--target-tokens", type=int, default=None,
                         help="pad each set with neutral filler to about this many tokens (of --tokenizer)")
     parser.add_argument("--tokenizer", default="builtin",
@@ -299,6 +315,7 @@ def run_world_build(args: argparse.Namespace) -> int:
     try:
         paths = build_world(
             args.out, seed=args.seed, num_train_sets=args.num_train, num_heldout_sets=args.num_heldout,
+            num_validation_sets=args.num_validation,
             docs_per_set=args.docs_per_set, target_tokens=args.target_tokens, filler=not args.no_filler,
             questions_per_set=args.questions_per_set, output_format=args.format,
             tokenizer=_cli_tokenizer(args.tokenizer) if args.target_tokens else None,

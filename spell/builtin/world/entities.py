@@ -2,8 +2,8 @@
 
 Every name word has the fixed shape consonant-vowel-consonant-vowel-coda (``Torav``, ``Melin``), is unique in
 the whole world and is never an English word used by the templates, so no name is a substring of another
-(the ``sub_em_strict`` scorer of spec §4.4 cannot be fooled by a longer name); train and held-out names come
-from disjoint parts of the name space, so the splits share no entity. A :class:`SetPlan` holds the entities,
+(the ``sub_em_strict`` scorer of spec §4.4 cannot be fooled by a longer name); train, held-out and validation
+names come from disjoint parts of the name space, so the splits share no entity. A :class:`SetPlan` holds the entities,
 years and yearly numbers of one document set; :mod:`spell.builtin.world.render` turns it into documents and facts.
 """
 
@@ -18,7 +18,8 @@ VOWELS = "aeiou"
 CODAS = "dklmnrst"
 NAME_SPACE = len(ONSETS) ** 2 * len(VOWELS) ** 2 * len(CODAS)  # 51,200 distinct name words
 MAX_FILL = 0.8  # refuse to draw more than this share of the name space (rejection sampling slows down)
-HELDOUT_PARTS = 4  # one name word in four belongs to the held-out split
+HELDOUT_PARTS = 4  # one name word in four belongs to the labelled splits (half held-out, half validation)
+SPLITS = ("train", "heldout", "validation")
 WORDS_PER_SET = 21  # name words one SetPlan draws (cities 4, people 2x3, companies 2x4, event, region, river)
 
 ORG_SUFFIXES = ("Mills", "Works", "Labs", "Group", "Trading", "Foods", "Motors", "Press")
@@ -29,13 +30,26 @@ HOBBIES = ("play chess", "grow roses", "swim", "paint birds", "sing", "fish", "r
 NUM_YEARS = 5  # columns of the yearly tables
 
 
-def is_heldout_word(word: str) -> bool:
-    """Whether a lowercase name word belongs to the held-out split (a fixed quarter of the name space).
+def word_split(word: str) -> str:
+    """The split a lowercase name word belongs to: three quarters of the name space are ``train``; the last
+    quarter is halved into ``heldout`` (final numbers only) and ``validation`` (for tuning choices).
 
-    Partitioning the words, rather than drawing both splits from one stream, keeps the splits disjoint by
-    construction and makes each split's names independent of the other split's size.
+    Partitioning the words, rather than drawing the splits from one stream, keeps the splits disjoint by
+    construction and makes each split's names independent of the other splits' sizes.
     """
-    return zlib.crc32(word.encode()) % HELDOUT_PARTS == 0
+    code = zlib.crc32(word.encode())
+    if code % HELDOUT_PARTS:
+        return "train"
+    return "heldout" if (code // HELDOUT_PARTS) % 2 == 0 else "validation"
+
+
+def split_share(split: str) -> float:
+    """The share of the name space a split draws from.
+
+    >>> split_share("train"), split_share("heldout"), split_share("validation")
+    (0.75, 0.125, 0.125)
+    """
+    return 1 - 1 / HELDOUT_PARTS if split == "train" else 1 / HELDOUT_PARTS / 2
 
 
 class NamePool:
@@ -43,17 +57,18 @@ class NamePool:
 
     Args:
         rng: the random source (one name stream per split, so names depend only on the seed and the split).
-        heldout: draw from the held-out quarter of the name space, else from the other three quarters.
+        split: ``train``, ``heldout`` or ``validation`` (:func:`word_split`).
         reserved: lowercase words never to produce (the template vocabulary).
     """
 
-    def __init__(self, rng: random.Random, *, heldout: bool, reserved: frozenset[str] = frozenset()) -> None:
+    def __init__(self, rng: random.Random, *, split: str, reserved: frozenset[str] = frozenset()) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self._rng = rng
-        self._heldout = heldout
+        self._split = split
         self._reserved = reserved
         self._used: set[str] = set()
-        share = 1 / HELDOUT_PARTS if heldout else 1 - 1 / HELDOUT_PARTS
-        self._capacity = int(MAX_FILL * share * NAME_SPACE)
+        self._capacity = int(MAX_FILL * split_share(split) * NAME_SPACE)
 
     def word(self) -> str:
         """A new capitalised five-letter name word.
@@ -67,7 +82,7 @@ class NamePool:
         choice = self._rng.choice
         while True:
             word = choice(ONSETS) + choice(VOWELS) + choice(ONSETS) + choice(VOWELS) + choice(CODAS)
-            if word in self._used or word in self._reserved or is_heldout_word(word) != self._heldout:
+            if word in self._used or word in self._reserved or word_split(word) != self._split:
                 continue
             self._used.add(word)
             return word.capitalize()
@@ -136,7 +151,7 @@ class SetPlan:
 
     Attributes:
         set_id: the document set's id.
-        split: ``"train"`` or ``"heldout"``.
+        split: ``"train"``, ``"heldout"`` or ``"validation"``.
         buyer: company A (the event host, it bought ``target``).
         target: company B (bought by A).
         bought_year: the year A bought B.
@@ -226,7 +241,7 @@ def make_plan(rng: random.Random, names: NamePool, set_id: str, split: str) -> S
         rng: the set's own random source (years, numbers, sectors).
         names: the world's name pool (shared by all sets, so names never repeat).
         set_id: the id to stamp on the plan.
-        split: ``"train"`` or ``"heldout"``.
+        split: ``"train"``, ``"heldout"`` or ``"validation"``.
 
     Returns:
         The plan. Years are consistent: B founded before A bought it; A bought B before the table years;
