@@ -110,7 +110,8 @@ def true_reference(record: dict, bank: dict[str, Truth]) -> str | None:
     return letters[0] if len(letters) == 1 else None
 
 
-def _reference_right(task: str, reference: str, truth: str) -> bool:
+def reference_is_true(task: str, reference: str, truth: str) -> bool:
+    """Whether a reference answer states the true one, by the task's own rule (DocMath within its tolerance)."""
     return rule_score(task, f"The answer is {reference}.", truth) >= 1.0
 
 
@@ -120,15 +121,18 @@ def diagnose_record(record: dict, bank: dict[str, Truth]) -> dict:
     if not record.get("question") or not record.get("responses"):
         return {}
     truth = true_reference(record, bank)
-    out: dict = {"valid": float(record.get("status") == "valid"), "solved": float(truth is not None)}
+    out: dict = {"valid": float(record.get("status") == "valid"), "solved": float(truth is not None),
+                 "history": bool(record.get("num_examples"))}
     if truth is None:
         return out
     task = record["task"]
-    out["reference_true"] = float(_reference_right(task, record["answer"], truth))
+    out["reference_true"] = float(reference_is_true(task, record["answer"], truth))
     right = [rule_score(task, response, truth) >= 1.0 for response in record.get("responses", [])]
     out["responder_true"] = [float(r) for r in right]
-    out["verifier_true"] = [float((m == "yes") == r) for m, r in zip(record.get("majorities", []), right)
-                            if m is not None]
+    decided = [(m == "yes", r) for m, r in zip(record.get("majorities", []), right) if m is not None]
+    out["verifier_true"] = [float(yes == r) for yes, r in decided]
+    out["yes_on_wrong"] = [float(yes) for yes, r in decided if not r]
+    out["yes_on_right"] = [float(yes) for yes, r in decided if r]
     out["reward_true"] = [float((reward >= 1.0) == r) for reward, r in zip(record.get("rewards", []), right)]
     out["rule_vs_reference"] = list(map(float, record.get("rule_scores", [])))
     return out
@@ -155,11 +159,15 @@ def summarize(diagnoses: Sequence[tuple[str, dict]]) -> dict:
             "questioner_samples": len(rows),
             "answered_rate": _mean(float(bool(d)) for d in rows),
             "valid_rate": _mean(d["valid"] for d in asked),
+            "valid_rate_with_history": _mean(d["valid"] for d in asked if d["history"]),
+            "valid_rate_without_history": _mean(d["valid"] for d in asked if not d["history"]),
             "solver_parsed_rate": _mean(d["solved"] for d in asked),
             "reference_true": _mean(d["reference_true"] for d in solved),
             "responder_true": _mean(v for d in solved for v in d["responder_true"]),
             "responder_matches_reference": _mean(v for d in solved for v in d["rule_vs_reference"]),
             "verifier_true": _mean(v for d in solved for v in d["verifier_true"]),
+            "verifier_yes_on_wrong": _mean(v for d in solved for v in d["yes_on_wrong"]),
+            "verifier_yes_on_right": _mean(v for d in solved for v in d["yes_on_right"]),
             "reward_true": _mean(v for d in solved for v in d["reward_true"]),
         }
     return report

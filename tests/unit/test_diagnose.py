@@ -51,6 +51,7 @@ def test_a_wrong_reference_and_what_it_does_to_rewards(world_set, bank):
     assert diagnosis["solved"] == 1.0 and diagnosis["reference_true"] == 0.0  # "Nobody Known" is not the CEO
     assert diagnosis["responder_true"] == [1.0, 0.0]  # the first response names the true CEO
     assert diagnosis["verifier_true"] == [1.0, 0.0]  # YES on the right one is right, YES on the wrong one is not
+    assert diagnosis["yes_on_wrong"] == [1.0] and diagnosis["yes_on_right"] == [1.0]
     assert diagnosis["reward_true"] == [1.0, 0.0]
     assert diagnosis["rule_vs_reference"] == [0.0, 1.0]
 
@@ -71,7 +72,7 @@ def test_mc_truth_is_the_letter_of_the_option_holding_the_true_answer(world_set,
 
 def test_unrecognised_and_unanswered_questions_and_the_summary(world_set, bank):
     unknown = diagnose_record(_record(world_set, question="What is the colour of the sky?"), bank)
-    assert unknown == {"valid": 1.0, "solved": 0.0}
+    assert unknown == {"valid": 1.0, "solved": 0.0, "history": False}
     assert diagnose_record(_record(world_set, question=None), bank) == {}
     right = diagnose_record(_record(world_set), bank)
     report = summarize([("doc_general_qa", right), ("doc_general_qa", unknown), ("doc_mc", {})])

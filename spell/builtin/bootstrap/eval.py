@@ -117,10 +117,14 @@ def questioner_rates(model: Any, tokenizer: Any, sets: Sequence[WorldSet], templ
 
     Returns:
         Per task: ``valid``, ``bad_format``, ``dropped`` rates, ``answer_in_docs`` (share of valid questions
-        whose answer text occurs in the shown documents; DocMath counts as yes) and ``num``.
+        whose answer text occurs in the shown documents; DocMath counts as yes), ``solver_parsed`` (share of
+        valid questions the world's solver recognises), ``reference_true`` (share of those whose reference is
+        the true answer, :mod:`spell.builtin.diagnose`) and ``num``.
     """
+    from spell.builtin.diagnose import question_bank, reference_is_true, true_reference
+
     rng = random.Random(f"{seed}/questioner-eval/{history}")
-    jobs: list[tuple[str, list[str], list[int]]] = []
+    jobs: list[tuple[str, list[str], list[int], WorldSet]] = []
     for task in TASKS:
         for ws in rng.sample(list(sets), per_task):
             n = len(ws.documents)
@@ -135,7 +139,7 @@ def questioner_rates(model: Any, tokenizer: Any, sets: Sequence[WorldSet], templ
             docs = [ws.documents[i] for i in evidence]
             letter = draw_target_letter_for(task, rng)
             text = render_questioner_prompt(task, docs, examples, target_letter=letter, templates=templates)
-            jobs.append((task, docs, encode_chat_prompt(tokenizer, text)))
+            jobs.append((task, docs, encode_chat_prompt(tokenizer, text), ws))
     engine = HFEngine(model, tokenizer, max_batch_prompts=8)
     outputs = engine.generate([j[2] for j in jobs], SamplingParams(0.7, 0.95, max_new_tokens, seed), n=1)
     counts: dict[str, Counter] = defaultdict(Counter)
@@ -143,17 +147,23 @@ def questioner_rates(model: Any, tokenizer: Any, sets: Sequence[WorldSet], templ
     def count_tokens(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    for (task, docs, _), (completion,) in zip(jobs, outputs, strict=True):
+    for (task, docs, _, ws), (completion,) in zip(jobs, outputs, strict=True):
         parsed = parse_question(completion.text, task, max_answer_tokens=40, count_tokens=count_tokens)
         status = parsed.status.value if isinstance(parsed, Rejection) else "valid"
         counts[task][status] += 1
         counts[task]["grounded"] += isinstance(parsed, Question) and _answer_grounded(parsed, docs)
+        if isinstance(parsed, Question):
+            truth = true_reference({"task": task, "question": parsed.question},
+                                   question_bank(ws.plan, ws.facts, ws.kinds))
+            counts[task]["solved"] += truth is not None
+            counts[task]["true"] += truth is not None and reference_is_true(task, parsed.answer, truth)
     report = {}
     for task, c in sorted(counts.items()):
-        total = sum(v for k, v in c.items() if k != "grounded")
+        total = sum(v for k, v in c.items() if k not in ("grounded", "solved", "true"))
         report[task] = {"valid": _rate(c["valid"], total), "bad_format": _rate(c["bad_format"], total),
                         "dropped": _rate(c["dropped"], total), "answer_in_docs": _rate(c["grounded"], c["valid"]),
-                        "num": total}
+                        "solver_parsed": _rate(c["solved"], c["valid"]),
+                        "reference_true": _rate(c["true"], c["solved"]), "num": total}
     return report
 
 

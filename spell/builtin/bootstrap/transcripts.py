@@ -103,10 +103,11 @@ def memory_example(item: QAItem, evidence: tuple[int, ...]) -> MemoryExample | N
 
 
 def questioner_transcript(ws: WorldSet, task: str, templates: Templates, rng: random.Random, *,
-                          history: float = 0.3, multi_hop: float = 0.4) -> Transcript | None:
-    """A questioner chat as self-play renders it: 3 random documents (plain), or remembered evidence plus
-    new documents with 1-3 remembered examples (history, probability ``history``; the target is a new and
-    preferably multi-hop question)."""
+                          history: float = 0.3, multi_hop: float = 0.4,
+                          history_multi_hop: float = 0.8) -> Transcript | None:
+    """A questioner chat as self-play renders it: 3 random documents (plain; a multi-hop target with probability
+    ``multi_hop``), or remembered evidence plus new documents with 1-3 remembered examples (history, probability
+    ``history``; the target is a new question, multi-hop with probability ``history_multi_hop``)."""
     n = len(ws.documents)
     evidence = tuple(sorted(rng.sample(range(n), min(QUESTIONER_NUM_DOCS, n))))
     examples: list[MemoryExample] = []
@@ -120,7 +121,7 @@ def questioner_transcript(ws: WorldSet, task: str, templates: Templates, rng: ra
                 examples.append(example)
         rest = [i for i in range(n) if i not in evidence]
         evidence = tuple(sorted(evidence + tuple(rng.sample(rest, min(QUESTIONER_NUM_DOCS, len(rest))))))
-        target = pick_item(ws, task, evidence, rng, multi_hop=0.8, exclude=frozenset(used))
+        target = pick_item(ws, task, evidence, rng, multi_hop=history_multi_hop, exclude=frozenset(used))
     else:
         target = pick_item(ws, task, evidence, rng, multi_hop=multi_hop)
     if target is None:
