@@ -1,4 +1,4 @@
-"""``spell`` command line: train, validate, print-config, eval, export, world build, init-default.
+"""``spell`` command line: train, validate, print-config, eval, export, data build, world build, init-default.
 
 ``spell train [--config NAME|PATH] [key=value ...]``; with neither ``--config`` nor ``model.path`` given it
 runs the built-in CPU default (preset ``builtin``). ``spell train --resume DIR`` continues a run from its
@@ -22,7 +22,8 @@ logger = logging.getLogger("spell.cli")
 
 BUILTIN_PRESET = "builtin"
 # Defined in modules that are imported lazily (torch, pyarrow), so matched by name.
-USER_ERROR_NAMES = frozenset({"CorpusError", "CheckpointError", "DataError", "RunDirError", "TrainingDivergedError"})
+USER_ERROR_NAMES = frozenset({"CorpusError", "CheckpointError", "DataBuildError", "DataError", "RunDirError",
+                              "TrainingDivergedError"})
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,6 +114,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_build(args: argparse.Namespace) -> int:
+    from spell.corpus.cli import run_data_build
+
+    return run_data_build(args)
+
+
 def cmd_world_build(args: argparse.Namespace) -> int:
     from spell.builtin.world import run_world_build
 
@@ -160,6 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_init_default_arguments(init)
     init.set_defaults(func=cmd_init_default)
+
+    data = sub.add_parser("data", help="build a training corpus from your documents")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    data_build = data_sub.add_parser("build", help="raw documents -> filtered, deduplicated, decontaminated, "
+                                     "clustered document sets (docsets.jsonl/.parquet + report)")
+    from spell.corpus.cli import add_build_arguments
+
+    add_build_arguments(data_build)
+    data_build.set_defaults(func=cmd_data_build)
 
     world = sub.add_parser("world", help="the built-in verifiable document world")
     world_sub = world.add_subparsers(dest="world_command", required=True)

@@ -9,6 +9,12 @@ Row schema (one JSON object per JSONL line, or one Parquet row):
 * ``source`` (optional str): free-form origin tag, used only for reporting.
 * Other keys (e.g. ``metadata``) are ignored. Blank JSONL lines are skipped.
 
+The authors' rows (spec §2.2) are read too: a row with ``paragraphs`` and no ``documents`` is one document
+set with ``documents = paragraphs``, ``id = "{data_source}/{question_id}"`` (both required) and ``source =
+data_source``; its task follows their ``data_source`` mapping (:data:`AUTHORS_SOURCE_TASKS`: ``docmath*`` ->
+``docmath_qa``, ``ultrafineweb*`` -> ``doc_general_qa`` or ``doc_mc``; any other source -> any task) unless the
+row has a ``task``. ``extra_info`` and ``prompt`` are ignored.
+
 Every row is validated before training starts; all problems (up to 20) are reported together as
 ``file:line: problem. Fix: ...`` in one :class:`CorpusError` (bytes that are not UTF-8 name their line and
 byte). Rows whose tasks are all missing from ``data.tasks``, and sets longer in total than
@@ -35,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 MAX_REPORTED_ERRORS = 20
 _TASK_NAMES = ", ".join(t.value for t in TaskType)
+# The authors' data.tasks config: data_source prefix -> the tasks its clusters play (spec §2.2).
+AUTHORS_SOURCE_TASKS = (("docmath", ("docmath_qa",)), ("ultrafineweb", ("doc_general_qa", "doc_mc")))
 
 
 class CorpusError(ValueError):
@@ -147,11 +155,34 @@ def _parse_task_field(value: object) -> tuple[tuple[TaskType, ...] | None, str |
     return tuple(tasks), None
 
 
+def _from_authors_schema(location: str, raw: dict) -> tuple[dict | None, str | None]:
+    """An authors' row (``paragraphs``, ``question_id``, ``data_source``) as a row of our schema, or a problem."""
+    question_id, data_source = raw.get("question_id"), raw.get("data_source")
+    if not isinstance(data_source, str) or not data_source.strip():
+        return None, (f"{location}: a row with 'paragraphs' (the authors' schema) needs a non-empty string "
+                      "'data_source'. Fix: add it, or name the column 'documents' and add an 'id'")
+    if isinstance(question_id, bool) or not isinstance(question_id, str | int) or not str(question_id).strip():
+        return None, (f"{location}: a row with 'paragraphs' (the authors' schema) needs a 'question_id' (string or "
+                      "integer). Fix: add it, or name the column 'documents' and add an 'id'")
+    task = raw.get("task")
+    if task is None:
+        task = next((list(tasks) for prefix, tasks in AUTHORS_SOURCE_TASKS
+                     if data_source.lower().startswith(prefix)), None)
+    return {"id": f"{data_source}/{question_id}", "documents": raw.get("paragraphs"), "task": task,
+            "source": data_source}, None
+
+
 def _parse_row(location: str, raw: object) -> tuple[_Row | None, str | None]:
     """Validate one raw row: ``(row, None)`` or ``(None, "location: problem. Fix: ...")``."""
     if not isinstance(raw, dict):
         return None, (f"{location}: expected a JSON object, got {type(raw).__name__}. "
                       'Fix: write one object per row, e.g. {"id": "s1", "documents": ["..."]}')
+    documents_key = "documents"
+    if "documents" not in raw and "paragraphs" in raw:
+        raw, problem = _from_authors_schema(location, raw)
+        if problem:
+            return None, problem
+        documents_key = "paragraphs"
     row_id = raw.get("id")
     if row_id is None:
         return None, f"{location}: missing 'id'. Fix: give every row a unique non-empty string id"
@@ -162,11 +193,11 @@ def _parse_row(location: str, raw: object) -> tuple[_Row | None, str | None]:
         return None, f"{location}: empty 'id'. Fix: give every row a unique non-empty string id"
     documents = raw.get("documents")
     if not isinstance(documents, list | tuple) or not documents:
-        return None, (f"{location}: id {row_id!r}: 'documents' must be a non-empty list of strings. "
-                      'Fix: put the texts in a JSON list, e.g. "documents": ["first text", "second text"]')
+        return None, (f"{location}: id {row_id!r}: '{documents_key}' must be a non-empty list of strings. "
+                      f'Fix: put the texts in a JSON list, e.g. "{documents_key}": ["first text", "second text"]')
     for index, doc in enumerate(documents):
         if not isinstance(doc, str) or not doc.strip():
-            return None, (f"{location}: id {row_id!r}: documents[{index}] is empty or not a string. "
+            return None, (f"{location}: id {row_id!r}: {documents_key}[{index}] is empty or not a string. "
                           "Fix: remove it or give it text")
     allowed, problem = _parse_task_field(raw.get("task"))
     if problem:

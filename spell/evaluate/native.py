@@ -162,27 +162,31 @@ def load_docmath(data_dir: Path) -> list[EvalItem]:
     """The four DocMath-Eval testmini subsets (800 questions); the bucket is ``short``/``long`` by subset."""
     items = []
     for subset in DOCMATH_SUBSETS:
-        path = _docmath_file(data_dir, subset)
-        subset_items = []
-        for where, record in read_records(path):
-            paragraphs = require_text_list(record, "paragraphs", where)
-            tables = tuple(record["tables"]) if isinstance(record.get("tables"), list) else ()
-            if record.get("ground_truth") is None:
-                raise data_error(where, "field 'ground_truth' is missing", "use the testmini split (test hides it)")
-            subset_items.append(
-                EvalItem(
-                    benchmark="docmath",
-                    id=f"{subset}/{require_text(record, 'question_id', where)}",
-                    task=TaskType.DOCMATH_QA,
-                    documents=paragraphs + tuple(str(t) for t in tables),
-                    question=require_text(record, "question", where),
-                    answers=(require_text(record, "ground_truth", where),),
-                    length_bucket="long" if subset.endswith("long") else "short",
-                    metadata={"subset": subset},
-                )
-            )
-        items.extend(check_unique_ids(subset_items, path))
+        items.extend(load_docmath_file(_docmath_file(data_dir, subset), subset))
     return items
+
+
+def load_docmath_file(path: Path, subset: str) -> list[EvalItem]:
+    """One DocMath-Eval file (``question_id, question, paragraphs, ground_truth``, optional ``tables``)."""
+    items = []
+    for where, record in read_records(path):
+        paragraphs = require_text_list(record, "paragraphs", where)
+        tables = tuple(record["tables"]) if isinstance(record.get("tables"), list) else ()
+        if record.get("ground_truth") is None:
+            raise data_error(where, "field 'ground_truth' is missing", "use the testmini split (test hides it)")
+        items.append(
+            EvalItem(
+                benchmark="docmath",
+                id=f"{subset}/{require_text(record, 'question_id', where)}",
+                task=TaskType.DOCMATH_QA,
+                documents=paragraphs + tuple(str(t) for t in tables),
+                question=require_text(record, "question", where),
+                answers=(require_text(record, "ground_truth", where),),
+                length_bucket="long" if subset.endswith("long") else "short",
+                metadata={"subset": subset},
+            )
+        )
+    return check_unique_ids(items, path)
 
 
 def benchmark_name(spec: str) -> str:

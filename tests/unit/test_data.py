@@ -231,6 +231,56 @@ def test_parquet_rows_and_row_index_errors(tmp_path):
         load_docsets([bad], ALL)
 
 
+def _authors_table(rows: list[dict]) -> pa.Table:
+    """Rows of the authors' parquet: paragraphs, question_id, data_source, extra_info, prompt (spec §2.2)."""
+    return pa.table({
+        "paragraphs": [r["paragraphs"] for r in rows],
+        "question_id": [r["question_id"] for r in rows],
+        "data_source": [r["data_source"] for r in rows],
+        "extra_info": [{"index": i} for i in range(len(rows))],
+        "prompt": [[{"role": "user", "content": "ignored"}] for _ in rows],
+    })
+
+
+def test_authors_parquet_schema_with_their_source_to_task_mapping(tmp_path):
+    path = tmp_path / "authors.parquet"
+    pq.write_table(_authors_table([
+        {"paragraphs": ["Revenue was 5.", "Costs were 3."], "question_id": "7", "data_source": "docmath_fin"},
+        {"paragraphs": ["web text one"], "question_id": "8", "data_source": "ultrafineweb_en"},
+        {"paragraphs": ["web text two"], "question_id": "9", "data_source": "ultrafineweb_en"},
+        {"paragraphs": ["other text"], "question_id": "10", "data_source": "mybooks"},
+    ]), path)
+    docsets = load_docsets([path], ALL)
+    assert [(d.id, d.documents, d.source) for d in docsets] == [
+        ("docmath_fin/7", ("Revenue was 5.", "Costs were 3."), "docmath_fin"),
+        ("ultrafineweb_en/8", ("web text one",), "ultrafineweb_en"),
+        ("ultrafineweb_en/9", ("web text two",), "ultrafineweb_en"),
+        ("mybooks/10", ("other text",), "mybooks"),
+    ]
+    tasks = {d.id: d.task for d in docsets}
+    assert tasks["docmath_fin/7"] == "docmath_qa"  # docmath* -> docmath_qa only
+    # ultrafineweb* -> doc_general_qa or doc_mc, balanced: one each (docmath_qa already has its row)
+    assert sorted([tasks["ultrafineweb_en/8"], tasks["ultrafineweb_en/9"]]) == ["doc_general_qa", "doc_mc"]
+    assert tasks["mybooks/10"] in ALL  # a source outside their mapping may play any task
+    # ultrafineweb rows never play docmath_qa, even when it is the only task configured beside them
+    assert {d.task for d in load_docsets([path], ["docmath_qa", "doc_mc"]) if d.source == "ultrafineweb_en"} == {
+        "doc_mc"}
+
+
+def test_authors_row_problems_name_the_row_and_their_fields(tmp_path):
+    path = tmp_path / "authors.parquet"
+    pq.write_table(_authors_table([
+        {"paragraphs": ["fine"], "question_id": "1", "data_source": ""},
+        {"paragraphs": [], "question_id": "2", "data_source": "ultrafineweb"},
+    ]), path)
+    with pytest.raises(CorpusError) as error:
+        load_docsets([path], ALL)
+    message = str(error.value)
+    assert f"{path}:row 0: a row with 'paragraphs' (the authors' schema) needs a non-empty string 'data_source'" \
+        in message
+    assert f"{path}:row 1: id 'ultrafineweb/2': 'paragraphs' must be a non-empty list of strings" in message
+
+
 def test_validate_corpus_summary(tmp_path):
     rows = [
         {"id": "a", "documents": ["xx", "yyy"], "task": "docmath_qa", "source": "fin"},

@@ -96,3 +96,14 @@ def test_rl_boundary_probe_detects_a_semantic_import():
     # the check can fail: the trainer wires SPELL semantics (experience, selfplay, memory) into the RL loop
     outside = _outside_rl_boundary(_spell_modules_loaded_by("spell.trainer"))
     assert "spell.experience" in outside and "spell.memory" in outside
+
+
+# ---- spell.corpus: `spell data build` needs torch/transformers only for --tokenizer / --embed-model ----
+
+def test_corpus_build_imports_no_torch_or_transformers():
+    assert [name for name in _heavy_modules_loaded_by("spell.corpus.build") if name in ("torch", "transformers")] == []
+
+
+def test_corpus_cli_arguments_import_no_heavy_library():
+    # every `spell` command builds the parser, so the `spell data build` arguments must stay stdlib-light
+    assert _heavy_modules_loaded_by("spell.corpus.cli") == []
