@@ -45,13 +45,20 @@ def run_variant(name: str, seed: int, steps: int, out_root: Path, extra: list[st
         extra = [f"eval.heldout_files=[{ensure_world() / 'validation.jsonl'}]", *extra]
     out = out_root / f"{name}_seed{seed}"
     overrides = [f"train.seed={seed}", f"train.max_steps={steps}", f"train.save_every_steps={steps}",
-                 f"output_dir={out}", "logging.progress=false", "logging.dump_samples_every=0",
+                 f"output_dir={out}", "logging.progress=false", "logging.dump_samples_every=1",
                  *VARIANTS[name], *extra]
     cfg = apply_builtin_defaults(load_config("builtin", overrides))
     start = time.process_time()
     wall = time.perf_counter()
     Trainer(cfg).train()
     rows = read_metrics(out / "metrics.jsonl")
+    truth = {}
+    if name != "rlvr":  # RLVR has no questioner; its samples carry the labels' answers
+        from spell.builtin.diagnose import diagnose_run
+
+        windows = [(1, min(3, steps)), (max(1, steps - 2), steps)]
+        truth = {window: by_task["all"] for window, by_task in
+                 diagnose_run(out, ensure_world(), windows).items() if "all" in by_task}
     evaluated = [r for r in rows if r.get("heldout/accuracy") is not None]
     first, last = evaluated[0], evaluated[-1]
     return {
@@ -60,6 +67,7 @@ def run_variant(name: str, seed: int, steps: int, out_root: Path, extra: list[st
         "initial": {k: v for k, v in first.items() if k.startswith("heldout/")},
         "cpu_s": time.process_time() - start, "wall_s": time.perf_counter() - wall,
         "valid_rate_last": rows[-1].get("questioner/valid_rate"),
+        "truth": truth,
     }
 
 
@@ -107,6 +115,24 @@ def _task_delta(variant: dict, task: str) -> str:
     return "-" if before is None or after is None else f"{after - before:+.2f}"
 
 
+TRUTH_COLUMNS = ("reference_true", "responder_true", "verifier_true", "reward_true", "valid_rate")
+
+
+def truth_table(summary: dict) -> list[str]:
+    """Markdown rows: each role's accuracy by the world's facts (mean over seeds), first and last steps."""
+    lines = ["", "Roles judged by the world's facts (`spell/builtin/diagnose.py`, mean over seeds):", "",
+             "| variant | steps | " + " | ".join(TRUTH_COLUMNS) + " |", "|---|---|" + "---|" * len(TRUTH_COLUMNS)]
+    for variant, v in summary["variants"].items():
+        windows = [run.get("truth", {}) for run in v["runs"]]
+        for window in windows[0] if windows else ():
+            cells = []
+            for column in TRUTH_COLUMNS:
+                values = [w[window][column] for w in windows if w.get(window, {}).get(column) is not None]
+                cells.append(f"{statistics.fmean(values):.2f}" if values else "-")
+            lines.append(f"| {variant} | {window.removeprefix('steps ')} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_reports(summary: dict, steps: int, name: str = "learning") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     summary["steps"] = steps
@@ -118,6 +144,7 @@ def write_reports(summary: dict, steps: int, name: str = "learning") -> None:
         by_task = [_task_delta(v, task) for task in TASK_COLUMNS]
         lines.append(f"| {variant} | {v['a0_mean']} | {v['a1_mean']} | {v['delta_mean']:+} | {v['delta_std']} | "
                      + " | ".join(by_task) + f" | {v['cpu_s_mean']} |")
+    lines += truth_table(summary)
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     import matplotlib
 
