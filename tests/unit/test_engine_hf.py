@@ -1,7 +1,9 @@
-"""Tests for spell/rl/engine/hf.py (and build_engine): the shared-prefix KV decode loop against transformers.
+"""Tests for spell/rl/engine/hf.py (and build_engine): the shared-prompt KV decode loop against transformers.
 
 A tiny random Qwen2 with a wide init (std 0.5) makes greedy output vary token to token, so any error in
-left padding, position ids or cache expansion shows up as a different token sequence.
+left padding, position ids or the prompt KV layout shows up as a different token sequence.
+``reference_generate`` below is the engine as it was before issue 13 (prompt prefilled once, its KV copied n
+times, a plain decode loop): the shared-prompt engine must give the same tokens for the same seed.
 Run: .venv/bin/python -m pytest tests/unit/test_engine_hf.py -q
 """
 
@@ -11,15 +13,26 @@ import importlib.util
 
 import pytest
 import torch
+from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM
 
 from spell.builtin.tiny import build_tiny_model, build_tiny_tokenizer
 from spell.config import EngineConfig
 from spell.rl.engine import Engine, HFEngine, build_engine, encode_chat_prompt
-from spell.rl.engine.hf import DynamicLayer, reserve_cache, resolve_eos_ids, sample_next_token
+from spell.rl.engine.hf import cache_kwarg, resolve_eos_ids, sample_next_token
+from spell.rl.engine.kv_cache import (
+    FIRST_CAPACITY,
+    DynamicLayer,
+    SharedPrefixCache,
+    SharedPrefixLayer,
+    reserve_cache,
+    shared_prefix_attention,
+    supports_shared_prefix,
+)
 from spell.types import EngineKind, SamplingParams
 
 CORPUS = ["the river Alder flows 42 km north to Brenn", "what is 17 + 25? the answer is 42", "café naïve 3.14"] * 10
 GREEDY = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=12)
+needs_layer_caches = pytest.mark.skipif(DynamicLayer is None, reason="transformers without per-layer caches")
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +47,86 @@ def model(tokenizer):
 
 @pytest.fixture(scope="module")
 def prompts(tokenizer):
-    # different lengths, so the batch is left-padded
-    texts = ["hi", "what is 17 + 25? the answer is", "the river Alder flows north", "café"]
+    # different lengths (9 to 84 tokens), so the batch is left-padded
+    texts = ["hi", "what is 17 + 25? the answer is", "the river Alder flows north", "café", " ".join(CORPUS[:6])]
     return [encode_chat_prompt(tokenizer, t) for t in texts]
+
+
+def reference_sample(logits, temperature, top_p, generator):
+    """The sampler of the engine before issue 13, kept verbatim: greedy, temperature, then top-p."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+        sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)
+        choice = torch.multinomial(sorted_probs, 1, generator=generator)
+        return sorted_ids.gather(-1, choice).squeeze(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.inference_mode()
+def reference_generate(model, prompts, sampling, n, eos_ids, pad_id=0):
+    """The engine before issue 13, as a plain loop: prefill the left-padded prompts once, copy each prompt's KV
+    n times (``batch_repeat_interleave``), then decode all rows with a growing mask; eos rows get the pad token.
+
+    Returns the token-id tuples [prompt][sample], each cut after its first eos (as ``Completion.token_ids``).
+    """
+    width = max(len(p) for p in prompts)
+    input_ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    cache, kwarg = DynamicCache(), cache_kwarg(model)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+        use_cache=True,
+        logits_to_keep=1,
+        **{kwarg: cache},
+    )
+    cache.batch_repeat_interleave(n)
+    logits, mask = out.logits[:, -1].repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
+    position = mask.sum(dim=-1, keepdim=True)
+    generator = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
+    finished = torch.zeros(len(logits), dtype=torch.bool)
+    steps = []
+    for step in range(sampling.max_new_tokens):
+        token = reference_sample(logits, sampling.temperature, sampling.top_p, generator).masked_fill(finished, pad_id)
+        steps.append(token)
+        finished |= torch.isin(token, torch.tensor(sorted(eos_ids)))
+        if step + 1 == sampling.max_new_tokens or bool(finished.all()):
+            break
+        mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=-1)
+        out = model(
+            input_ids=token[:, None], attention_mask=mask, position_ids=position, use_cache=True, **{kwarg: cache}
+        )
+        logits, position = out.logits[:, -1], position + 1
+    rows = []
+    for row in torch.stack(steps, dim=1).tolist():
+        stop = next((i for i, t in enumerate(row) if t in eos_ids), None)
+        rows.append(tuple(row if stop is None else row[: stop + 1]))
+    return [rows[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+@pytest.fixture
+def shared_caches(monkeypatch):
+    """Every SharedPrefixCache the engine builds during the test."""
+    import spell.rl.engine.hf as hf
+
+    made = []
+
+    class Recorded(SharedPrefixCache):
+        def __init__(self, *args):
+            super().__init__(*args)
+            made.append(self)
+
+    monkeypatch.setattr(hf, "SharedPrefixCache", Recorded)
+    return made
+
+
+def token_ids(groups):
+    return [[c.token_ids for c in group] for group in groups]
 
 
 def reference_greedy(model, tokenizer, prompts, max_new_tokens):
@@ -76,9 +166,10 @@ def test_unpadded_single_prompts_match_padded_batch(model, tokenizer, prompts):
 @pytest.mark.parametrize(
     "engine_kwargs",
     [
-        {"share_prompt_kv": False},  # prompt repeated n times in the batch: same tokens, more prefill work
+        {"prompt_kv": "copied"},  # prompt KV copied per sample (the engine before issue 13)
+        {"prompt_kv": "repeated"},  # prompt repeated n times in the batch: same tokens, more prefill work
         {"max_batch_prompts": 1},  # one prompt per forward batch
-        {"max_batch_prompts": 3},  # 4 prompts -> batches of 3 and 1
+        {"max_batch_prompts": 3},  # 5 prompts -> batches of 3 and 2
     ],
 )
 def test_layout_does_not_change_greedy_output(model, tokenizer, prompts, engine_kwargs):
@@ -114,7 +205,7 @@ def test_max_new_tokens_and_completion_fields(model, tokenizer, prompts):
     engine = HFEngine(model, tokenizer)
     engine.eos_token_ids = frozenset()
     out = engine.generate(prompts, SamplingParams(0.7, 0.95, max_new_tokens=5, seed=0), n=2)
-    assert [len(g) for g in out] == [2, 2, 2, 2]
+    assert [len(g) for g in out] == [2] * len(prompts)
     for prompt, group in zip(prompts, out):
         for c in group:
             assert len(c.token_ids) == 5 and c.finish_reason == "length"
@@ -216,12 +307,189 @@ def test_build_engine_vllm_without_vllm_says_how_to_install(model, tokenizer):
         build_engine(EngineConfig(kind=EngineKind.VLLM), model, tokenizer)
 
 
+# ---- the shared-prompt engine gives the same samples as the engine before issue 13 ----------------------
+CASES = {
+    "greedy": SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=12),
+    "temperature": SamplingParams(temperature=1.3, top_p=1.0, max_new_tokens=16, seed=1),
+    "top_p": SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=16, seed=2),
+    "grows": SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=FIRST_CAPACITY + 20, seed=3),
+}
+
+
+@pytest.mark.parametrize("n", [1, 4])
+@pytest.mark.parametrize("case", list(CASES))
+def test_same_tokens_as_reference(model, tokenizer, prompts, case, n):
+    sampling = CASES[case]  # "grows": the per-row buffers of new tokens outgrow their first capacity once
+    engine = HFEngine(model, tokenizer)
+    expected = reference_generate(model, prompts, sampling, n, engine.eos_token_ids, engine.pad_token_id)
+    assert token_ids(engine.generate(prompts, sampling, n=n)) == expected
+    if n > 1 and sampling.temperature > 0:
+        assert any(len(set(group)) > 1 for group in expected)  # the n samples really differ
+
+
+def test_same_tokens_as_reference_with_stop_tokens(model, tokenizer, prompts):
+    sampling = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=24, seed=4)
+    engine = HFEngine(model, tokenizer)
+    engine.eos_token_ids = frozenset()
+    free = token_ids(engine.generate(prompts, sampling, n=4))
+    stops = frozenset(group[0][5] for group in free)  # tokens these rows draw: several rows stop, others do not
+    engine.eos_token_ids = stops
+    out = engine.generate(prompts, sampling, n=4)
+    assert token_ids(out) == reference_generate(model, prompts, sampling, 4, stops, engine.pad_token_id)
+    assert {c.finish_reason for group in out for c in group} == {"stop", "length"}
+
+
+def test_prompt_kv_is_stored_once_per_prompt(model, tokenizer, prompts, shared_caches):
+    HFEngine(model, tokenizer).generate(prompts, GREEDY, n=4)
+    (cache,) = shared_caches
+    width = max(len(p) for p in prompts)
+    for layer in cache.layers:
+        assert layer.prefix_keys.shape[:3] == (len(prompts), 2, width)  # 5 prompts x 2 KV heads, not 20 rows
+        assert layer._key_buffer.shape[:3] == (4 * len(prompts), 2, GREEDY.max_new_tokens - 1)  # new tokens only
+    assert model.config._attn_implementation == "sdpa"  # the decode's attention switch is undone
+
+
+def test_shared_layer_buffer_grows_to_what_rows_need():
+    prefix = torch.randn(2, 1, 5, 4)  # 2 prompts, 1 KV head, 5 prompt positions
+    layer = SharedPrefixLayer(prefix, -prefix, max_new_positions=100)
+    steps = [torch.randn(6, 1, 1, 4) for _ in range(FIRST_CAPACITY + 6)]  # 3 rows per prompt
+    for index, k in enumerate(steps):
+        keys, values = layer.update(k, -k)
+        expected = FIRST_CAPACITY if index < FIRST_CAPACITY else 100  # doubling, capped at max_new_positions
+        assert layer._key_buffer.shape[-2] == expected
+    assert torch.equal(keys, torch.cat(steps, dim=-2)) and torch.equal(values, -keys)
+    assert layer.prefix_keys is prefix and layer.get_seq_length() == 5 + len(steps)
+
+
+def test_shared_prefix_attention_equals_attention_over_copied_kv():
+    torch.manual_seed(0)
+    prompts, n, kv_heads, group, dim, length, new = 2, 3, 2, 2, 8, 7, 4
+    prefix_k, prefix_v = torch.randn(prompts, kv_heads, length, dim), torch.randn(prompts, kv_heads, length, dim)
+    new_k, new_v = torch.randn(prompts * n, kv_heads, new, dim), torch.randn(prompts * n, kv_heads, new, dim)
+    query = torch.randn(prompts * n, kv_heads * group, 1, dim)
+    prompt_mask = torch.ones(prompts, length, dtype=torch.long)
+    prompt_mask[1, :3] = 0  # prompt 1 is left-padded by 3
+
+    class Prefill:  # the two attributes SharedPrefixCache reads from a DynamicCache
+        layers = [type("Layer", (), {"keys": prefix_k, "values": prefix_v})()]
+
+    cache = SharedPrefixCache(Prefill(), prompt_mask, n, max_new_tokens=new + 1)
+    module = type("Attention", (), {"layer_idx": 0})()
+    out, _ = shared_prefix_attention(module, query, new_k, new_v, None, scaling=0.3, spell_shared_prefix_cache=cache)
+    # reference: every row gets its own copy of its prompt's KV, GQA heads repeated, one masked softmax
+    keys = torch.cat([prefix_k.repeat_interleave(n, 0), new_k], dim=2).repeat_interleave(group, 1)
+    values = torch.cat([prefix_v.repeat_interleave(n, 0), new_v], dim=2).repeat_interleave(group, 1)
+    pad = torch.cat([prompt_mask.repeat_interleave(n, 0) == 0, torch.zeros(prompts * n, new, dtype=torch.bool)], 1)
+    scores = (query @ keys.transpose(-1, -2) * 0.3).masked_fill(pad[:, None, None, :], float("-inf"))
+    expected = (scores.softmax(dim=-1) @ values).transpose(1, 2)  # [rows, 1, heads, dim]
+    torch.testing.assert_close(out, expected)
+    assert cache.attended == 1
+
+
+def test_shared_prefix_attention_refuses_other_calls():
+    module = type("Attention", (), {"layer_idx": 0})()
+    q = torch.randn(2, 2, 1, 4)
+    with pytest.raises(RuntimeError, match="decode steps only"):
+        shared_prefix_attention(module, q, q, q, None)  # no cache: a forward outside the engine's decode
+
+
+def test_check_attended_catches_a_model_that_ignores_the_attention_switch():
+    prefix = torch.randn(1, 1, 3, 4)
+
+    class Prefill:
+        layers = [type("Layer", (), {"keys": prefix, "values": prefix})()] * 2
+
+    cache = SharedPrefixCache(Prefill(), torch.ones(1, 3, dtype=torch.long), 2, max_new_tokens=4)
+    cache.attended = 1  # one of two layers went through shared_prefix_attention
+    with pytest.raises(RuntimeError, match="prompt_kv='copied'"):
+        cache.check_attended()
+
+
+def test_sliding_window_model_falls_back_to_copied_prompt_kv(tokenizer, prompts):
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        use_sliding_window=True,
+        sliding_window=8,
+        max_window_layers=0,
+        initializer_range=0.5,
+    )
+    torch.manual_seed(0)
+    sliding = Qwen2ForCausalLM(config).eval()
+    assert not supports_shared_prefix(sliding)
+    sampling = SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=10, seed=5)
+    engine = HFEngine(sliding, tokenizer)
+    expected = reference_generate(sliding, prompts, sampling, 3, engine.eos_token_ids, engine.pad_token_id)
+    assert token_ids(engine.generate(prompts, sampling, n=3)) == expected
+
+
+def test_model_switched_to_the_update_attention_samples_the_same(model, tokenizer, prompts):
+    from spell.rl.prefix_attention import PREFIX_ATTENTION, use_prefix_attention
+
+    switched = build_tiny_model(tokenizer, hidden_size=64, num_layers=2, initializer_range=0.5, seed=0).eval()
+    assert use_prefix_attention(switched)  # what grpo.shared_prefix does to the policy before its first update
+    sampling = CASES["top_p"]
+    engine = HFEngine(switched, tokenizer)
+    expected = reference_generate(model, prompts, sampling, 3, engine.eos_token_ids, engine.pad_token_id)
+    assert token_ids(engine.generate(prompts, sampling, n=3)) == expected
+    assert switched.config._attn_implementation == PREFIX_ATTENTION  # restored after the decode
+
+
+def test_attention_switch_undone_after_an_error(model, tokenizer, prompts, monkeypatch):
+    import spell.rl.engine.hf as hf
+
+    calls = []
+
+    def failing_sampler(*args):
+        calls.append(1)
+        if len(calls) == 3:  # inside the decode, after two shared-prefix steps
+            raise KeyboardInterrupt
+        return sample_next_token(*args)
+
+    monkeypatch.setattr(hf, "sample_next_token", failing_sampler)
+    with pytest.raises(KeyboardInterrupt):
+        HFEngine(model, tokenizer).generate(prompts, GREEDY, n=2)
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_compute_dtype(model, tokenizer, prompts, shared_caches):
+    cpu = torch.device("cpu")
+    assert HFEngine(model, tokenizer).autocast_dtype(cpu) is None  # "auto": fp32 on CPU
+    engine = HFEngine(model, tokenizer, compute_dtype=torch.bfloat16)  # bf16 autocast (the GPU default) on CPU
+    assert engine.autocast_dtype(cpu) is torch.bfloat16
+    out = engine.generate(prompts, SamplingParams(1.0, 0.9, 8, seed=3), n=2)
+    assert all(len(c.token_ids) > 0 for group in out for c in group)
+    layer = shared_caches[0].layers[0]  # RoPE makes fp32 keys under autocast; the cache stores them in bf16
+    assert layer.prefix_keys.dtype == layer._key_buffer.dtype == layer.prefix_values.dtype == torch.bfloat16
+    assert next(model.parameters()).dtype == torch.float32
+    with pytest.raises(ValueError, match="prompt_kv"):
+        HFEngine(model, tokenizer, prompt_kv="paged")
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_greedy_on_cuda_matches_cpu(model, tokenizer, prompts):
     cpu = HFEngine(model, tokenizer).generate(prompts, GREEDY, n=2)
     gpu_model = build_tiny_model(tokenizer, hidden_size=64, num_layers=2, initializer_range=0.5, seed=0).cuda()
-    assert HFEngine(gpu_model, tokenizer).generate(prompts, GREEDY, n=2) == cpu
+    fp32 = HFEngine(gpu_model, tokenizer, compute_dtype=None)  # the parameters' dtype, as on CPU
+    assert fp32.generate(prompts, GREEDY, n=2) == cpu
     seeded = SamplingParams(1.0, 0.9, 8, seed=3)
-    engine = HFEngine(gpu_model, tokenizer)
-    assert engine.generate(prompts, seeded, n=2) == engine.generate(prompts, seeded, n=2)
+    assert fp32.generate(prompts, seeded, n=2) == fp32.generate(prompts, seeded, n=2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or not torch.cuda.is_bf16_supported(), reason="needs bf16 CUDA")
+def test_auto_compute_dtype_is_bf16_on_cuda(tokenizer, prompts, shared_caches):
+    gpu_model = build_tiny_model(tokenizer, hidden_size=64, num_layers=2, initializer_range=0.5, seed=0).cuda()
+    engine = HFEngine(gpu_model, tokenizer)  # fp32 parameters (model.dtype=auto) -> bf16 autocast
+    assert engine.autocast_dtype(torch.device("cuda")) is torch.bfloat16
+    seeded = SamplingParams(1.0, 0.9, 8, seed=3)
+    out = engine.generate(prompts, seeded, n=2)
+    assert out == engine.generate(prompts, seeded, n=2)
+    layer = shared_caches[0].layers[0]
+    assert layer.prefix_keys.dtype == layer._key_buffer.dtype == layer.prefix_values.dtype == torch.bfloat16
+    assert next(gpu_model.parameters()).dtype == torch.float32  # parameters untouched

@@ -1,74 +1,40 @@
 """The transformers generation engine: a hand-written KV-cache decode loop, CPU or GPU.
 
-Spec §3 stages 3, 5, 6 and 8 sample n completions per prompt (G responders, G_v verifier votes). Here each
-prompt is prefilled ONCE and its KV cache is repeated n times for decoding, instead of placing the prompt n
-times in the batch (``num_return_sequences``): with long documents the prompt dominates the cost
-(benchmarks/rollout_prefix.py). Prompts are left-padded, sampling is temperature + top-p (spec §8).
+Spec §3 stages 3, 5, 6 and 8 sample n completions per prompt (G responders, G_v verifier votes). Each prompt
+is prefilled ONCE and its KV cache is kept ONCE: the n samples' queries attend to it together (as n x heads
+query rows of one matrix product), and only each sample's own new tokens are cached per row
+(:func:`shared_prefix_attention`). Before issue 13 the prompt's KV was copied n times, each copy with room for
+max_new_tokens (``prompt_kv="copied"``, still used for models this attention cannot serve, e.g. sliding-window
+layers). Prompts are left-padded, sampling is temperature + top-p (spec §8). On a bf16-capable GPU the forward
+passes run under bf16 autocast by default (``compute_dtype="auto"``); on CPU they run in the parameters' dtype.
+Measured in benchmarks/rollout_prefix.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, Literal
 
 import torch
 from transformers import DynamicCache
 
+from spell.rl.engine.kv_cache import (
+    SHARED_PREFIX_KWARG,
+    SharedPrefixCache,
+    reserve_cache,
+    shared_prefix_attention_enabled,
+    supports_shared_prefix,
+)
 from spell.types import Completion, SamplingParams
-
-try:  # transformers >= 4.56 keeps one object per layer in a DynamicCache
-    from transformers.cache_utils import DynamicLayer
-except ImportError:  # older caches: decode still works, only without the preallocated buffers
-    DynamicLayer = None
 
 logger = logging.getLogger(__name__)
 
 IM_END = "<|im_end|>"
-
-if DynamicLayer is not None:
-
-    class ReservedLayer(DynamicLayer):
-        """A ``DynamicLayer`` whose keys/values live in a buffer with room for the coming tokens.
-
-        ``DynamicLayer.update`` concatenates, copying the whole cache at every decode step; for n rows of a
-        4K-token prompt that copy is most of the decode time. Here each step writes in place and
-        ``keys``/``values`` are views of the filled part; the buffer doubles if it ever runs out.
-        """
-
-        def reserve(self, capacity: int) -> None:
-            """Move the cached states into buffers of ``capacity`` positions (at least the current length)."""
-            length = self.keys.shape[-2]
-            capacity = max(capacity, length)
-            self._key_buffer = self.keys.new_empty((*self.keys.shape[:-2], capacity, self.keys.shape[-1]))
-            self._value_buffer = self.values.new_empty((*self.values.shape[:-2], capacity, self.values.shape[-1]))
-            self._key_buffer[..., :length, :] = self.keys
-            self._value_buffer[..., :length, :] = self.values
-            self.keys = self._key_buffer[..., :length, :]
-            self.values = self._value_buffer[..., :length, :]
-
-        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-            start = self.keys.shape[-2]
-            end = start + key_states.shape[-2]
-            if end > self._key_buffer.shape[-2]:
-                self.reserve(max(end, 2 * start))
-            self._key_buffer[..., start:end, :] = key_states
-            self._value_buffer[..., start:end, :] = value_states
-            self.keys = self._key_buffer[..., :end, :]
-            self.values = self._value_buffer[..., :end, :]
-            return self.keys, self.values
-
-
-def reserve_cache(cache: Any, extra_tokens: int) -> None:
-    """Preallocate room for ``extra_tokens`` more positions in every plain dynamic layer of ``cache``.
-
-    A no-op on transformers versions without per-layer cache objects, and for other layer types.
-    """
-    for layer in getattr(cache, "layers", None) or []:
-        if DynamicLayer is not None and type(layer) is DynamicLayer and layer.is_initialized:
-            layer.__class__ = ReservedLayer  # same state, in-place updates (ReservedLayer adds no fields)
-            layer.reserve(layer.keys.shape[-2] + extra_tokens)
+PromptKV = Literal["shared", "copied", "repeated"]
 
 
 def resolve_eos_ids(tokenizer: Any, model: Any = None) -> frozenset[int]:
@@ -145,32 +111,47 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device
 
 
 class HFEngine:
-    """Generates with a transformers causal LM (the policy object itself) and a shared-prefix KV cache.
+    """Generates with a transformers causal LM (the policy object itself), each prompt's KV cache kept once.
 
     Args:
-        model: a ``PreTrainedModel`` for causal LM; generation runs on its device and dtype.
+        model: a ``PreTrainedModel`` for causal LM; generation runs on its device.
         tokenizer: its tokenizer (decoding, pad and eos ids).
         max_batch_prompts: distinct prompts prefilled together; a batch decodes
             ``max_batch_prompts * n`` sequences.
-        share_prompt_kv: prefill each prompt once and repeat its KV cache n times (default). ``False``
-            repeats the prompt n times before prefill (the ``num_return_sequences`` layout; benchmarks only).
+        prompt_kv: how the n samples of a prompt get its KV cache. ``"shared"`` (default): prefilled once,
+            stored once, attended by all n rows (:func:`shared_prefix_attention`); models it cannot serve
+            (:func:`supports_shared_prefix`) use ``"copied"``. ``"copied"``: prefilled once, copied n times into
+            per-row buffers with room for max_new_tokens (the engine before issue 13; benchmarks). ``"repeated"``:
+            the prompt n times in the prefill batch (the ``num_return_sequences`` layout; benchmarks).
+        compute_dtype: ``"auto"`` (default): bf16 autocast on a bf16-capable CUDA device when the parameters are
+            fp32 (``model.dtype=auto``); otherwise the parameters' dtype. ``None``: always the parameters' dtype.
+            A ``torch.dtype``: autocast to it on the model's device.
 
     Attributes:
         eos_token_ids: ids that end a completion (see :func:`resolve_eos_ids`); may be replaced, e.g. by an
             empty set to force fixed-length generation in benchmarks.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_batch_prompts: int = 8, share_prompt_kv: bool = True):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_batch_prompts: int = 8,
+        prompt_kv: PromptKV = "shared",
+        compute_dtype: torch.dtype | Literal["auto"] | None = "auto",
+    ):
         if max_batch_prompts < 1:
             raise ValueError(f"max_batch_prompts must be >= 1, got {max_batch_prompts}")
-        self.model = model
+        if prompt_kv not in ("shared", "copied", "repeated"):
+            raise ValueError(f"prompt_kv must be shared, copied or repeated, got {prompt_kv!r}")
         self.tokenizer = tokenizer
         self.max_batch_prompts = max_batch_prompts
-        self.share_prompt_kv = share_prompt_kv
-        self.eos_token_ids = resolve_eos_ids(tokenizer, model)
-        self._cache_kwarg = cache_kwarg(model)
+        self.prompt_kv = prompt_kv
+        self.compute_dtype = compute_dtype
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_token_id = int(pad) if pad is not None else 0
+        self.sync_weights(model)
 
     def sync_weights(self, model: Any) -> None:
         """Sample from ``model`` from now on.
@@ -181,6 +162,21 @@ class HFEngine:
         self.model = model
         self.eos_token_ids = resolve_eos_ids(self.tokenizer, model)
         self._cache_kwarg = cache_kwarg(model)
+        shared_ok = supports_shared_prefix(model)
+        if self.prompt_kv == "shared" and not shared_ok and getattr(self, "_shared_ok", True):  # once per model
+            logger.info(
+                "%s: prompt KV copied per sample (shared-prompt attention needs full attention layers "
+                "dispatched through transformers' AttentionInterface)",
+                type(model).__name__,
+            )
+        self._shared_ok = shared_ok
+
+    def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        """The dtype the forward passes are autocast to on ``device``, or None for the parameters' dtype."""
+        if self.compute_dtype != "auto":
+            return self.compute_dtype
+        fp32 = next(self.model.parameters()).dtype == torch.float32
+        return torch.bfloat16 if device.type == "cuda" and fp32 and torch.cuda.is_bf16_supported() else None
 
     def generate(
         self, prompts: Sequence[Sequence[int]], sampling: SamplingParams, n: int = 1
@@ -206,11 +202,13 @@ class HFEngine:
         if sampling.seed is not None:
             generator = torch.Generator(device=device)
             generator.manual_seed(sampling.seed)
+        dtype = self.autocast_dtype(device)
+        autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
         was_training = self.model.training
         self.model.eval()
         results: list[list[Completion]] = []
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast:
                 for start in range(0, len(prompts), self.max_batch_prompts):
                     chunk = prompts[start : start + self.max_batch_prompts]
                     results.extend(self._generate_batch(chunk, sampling, n, device, generator))
@@ -243,22 +241,69 @@ class HFEngine:
         device: torch.device,
         generator: torch.Generator | None,
     ) -> list[list[Completion]]:
-        """Prefill, expand to n rows per prompt, decode until every row stopped or hit max_new_tokens."""
+        """Prefill, lay out the prompt KV for n rows per prompt, decode until every row stopped or hit the limit."""
         if sampling.max_new_tokens <= 0:
             return [[Completion("", (), tuple(p), "length") for _ in range(n)] for p in prompts]
-        if self.share_prompt_kv:
-            cache, logits, attention_mask = self._prefill(prompts, device)
-            if n > 1:
-                cache.batch_repeat_interleave(n)  # rows: p0 x n, p1 x n, ...
-                logits = logits.repeat_interleave(n, dim=0)
-                attention_mask = attention_mask.repeat_interleave(n, dim=0)
+        layout = "copied" if self.prompt_kv == "shared" and not self._shared_ok else self.prompt_kv
+        if layout == "repeated":
+            cache, logits, prompt_mask = self._prefill([p for p in prompts for _ in range(n)], device)
         else:
-            cache, logits, attention_mask = self._prefill([p for p in prompts for _ in range(n)], device)
-        reserve_cache(cache, sampling.max_new_tokens)
+            cache, logits, prompt_mask = self._prefill(prompts, device)
+            logits = logits.repeat_interleave(n, dim=0)  # rows: p0 x n, p1 x n, ...
+        if layout == "shared":
+            shared = SharedPrefixCache(cache, prompt_mask, n, sampling.max_new_tokens, self.autocast_dtype(device))
+            del cache  # its tensors live on, once, as the shared layers' prefixes
+            positions = prompt_mask.sum(dim=-1, keepdim=True).repeat_interleave(n, dim=0)  # [rows, 1]
+            with shared_prefix_attention_enabled(self.model):
+                tokens = self._decode(logits, partial(self._shared_forward, shared, positions), sampling, generator)
+        else:
+            if layout == "copied" and n > 1:
+                cache.batch_repeat_interleave(n)
+                prompt_mask = prompt_mask.repeat_interleave(n, dim=0)
+            reserve_cache(cache, sampling.max_new_tokens)
+            tokens = self._decode(logits, partial(self._copied_forward, cache, prompt_mask), sampling, generator)
+        return self._to_completions(prompts, tokens, n)
+
+    def _shared_forward(self, cache: Any, positions: torch.Tensor, token: torch.Tensor, step: int) -> torch.Tensor:
+        """Feed the tokens sampled at ``step`` [rows] on the shared-prefix cache; return the next logits [rows, V]."""
+        out = self.model(
+            input_ids=token[:, None],
+            position_ids=positions + step,
+            use_cache=True,
+            **{self._cache_kwarg: cache, SHARED_PREFIX_KWARG: cache},
+        )
+        cache.check_attended()
+        return out.logits[:, -1, :]
+
+    def _copied_forward(
+        self, cache: DynamicCache, prompt_mask: torch.Tensor, token: torch.Tensor, step: int
+    ) -> torch.Tensor:
+        """The same step on a per-row cache (each row holds its prompt): the mask grows by one column per step."""
+        attention_mask = torch.cat([prompt_mask, prompt_mask.new_ones(prompt_mask.shape[0], step + 1)], dim=-1)
+        out = self.model(
+            input_ids=token[:, None],
+            attention_mask=attention_mask,
+            position_ids=prompt_mask.sum(dim=-1, keepdim=True) + step,
+            use_cache=True,
+            **{self._cache_kwarg: cache},
+        )
+        return out.logits[:, -1, :]
+
+    def _decode(
+        self,
+        logits: torch.Tensor,
+        forward: Callable[[torch.Tensor, int], torch.Tensor],
+        sampling: SamplingParams,
+        generator: torch.Generator | None,
+    ) -> list[list[int]]:
+        """Sample a token per row from ``logits`` [rows, V], feed it with ``forward(token, step)``, repeat.
+
+        Rows that drew an eos get the pad token from then on (they keep their place, so the random draws of the
+        other rows do not depend on when a row stops). Returns the tokens [rows, steps] as lists.
+        """
         rows = logits.shape[0]
-        next_position = attention_mask.sum(dim=-1, keepdim=True)  # [rows, 1]: position of the 1st new token
-        eos = torch.tensor(sorted(self.eos_token_ids), dtype=torch.long, device=device)
-        finished = torch.zeros(rows, dtype=torch.bool, device=device)
+        eos = torch.tensor(sorted(self.eos_token_ids), dtype=torch.long, device=logits.device)
+        finished = torch.zeros(rows, dtype=torch.bool, device=logits.device)
         steps: list[torch.Tensor] = []
         for step in range(sampling.max_new_tokens):
             token = sample_next_token(logits, sampling.temperature, sampling.top_p, generator)
@@ -267,18 +312,8 @@ class HFEngine:
             finished |= torch.isin(token, eos)
             if step + 1 == sampling.max_new_tokens or bool(finished.all()):
                 break
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(rows, 1)], dim=-1)
-            out = self.model(
-                input_ids=token[:, None],
-                attention_mask=attention_mask,
-                position_ids=next_position,
-                use_cache=True,
-                **{self._cache_kwarg: cache},
-            )
-            logits = out.logits[:, -1, :]
-            next_position = next_position + 1
-        tokens = torch.stack(steps, dim=1).tolist()  # [rows, steps]
-        return self._to_completions(prompts, tokens, n)
+            logits = forward(token, step)
+        return torch.stack(steps, dim=1).tolist()  # [rows, steps]
 
     def _to_completions(
         self, prompts: Sequence[Sequence[int]], tokens: list[list[int]], n: int
