@@ -1,4 +1,4 @@
-"""``spell`` command line: train, validate, print-config, eval, export, data build, world build, init-default.
+"""``spell`` command line: train, validate, print-config, plan, eval, export, data build, world build, init-default.
 
 ``spell train [--config NAME|PATH] [key=value ...]``; with neither ``--config`` nor ``model.path`` given it
 runs the built-in CPU default (preset ``builtin``). ``spell train --resume DIR`` continues a run from its
@@ -90,6 +90,18 @@ def cmd_print_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from spell.plan.cli import run_plan
+
+    try:
+        return run_plan(_resolve_config(args), args)
+    except ValueError as err:  # bad --gpus / --model-config: one line, exit 2 (ConfigError is handled by main)
+        if isinstance(err, ConfigError):
+            raise
+        logger.error("spell plan: %s", err)
+        return 2
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from spell.evaluate.cli import run_eval
 
@@ -148,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("print-config", help="print the resolved config as YAML")
     _add_config_arguments(show)
     show.set_defaults(func=cmd_print_config)
+
+    plan = sub.add_parser("plan", help="per-GPU memory of a config, a fit verdict and the smallest fix (no model)")
+    _add_config_arguments(plan)
+    from spell.plan.cli import add_plan_arguments
+
+    add_plan_arguments(plan)
+    plan.set_defaults(func=cmd_plan)
 
     evaluate = sub.add_parser("eval", help="evaluate a model on long-context benchmarks")
     from spell.evaluate.cli import add_eval_arguments

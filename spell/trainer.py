@@ -36,7 +36,7 @@ from spell.rl.checkpoint import (
     resume_checkpoint,
     save_checkpoint,
 )
-from spell.rl.engine import Engine, build_engine
+from spell.rl.engine import Engine, SleepingEngine, build_engine
 from spell.rl.losses import grpo_loss
 from spell.rl.metrics import MetricLogger, dump_samples, pop_timings, progress, stage_timer
 from spell.rl.policy import (
@@ -103,12 +103,10 @@ class Trainer:
     def _setup_data(self, engine_factory: Callable | None) -> None:
         """Corpus (or labelled questions), held-out set, templates and the model folder: checked, not loaded."""
         cfg = self.cfg
-        if self.dist.enabled and engine_factory is None and cfg.engine.kind == EngineKind.VLLM:
-            raise ConfigError("engine.kind=vllm is not supported under torchrun yet (vLLM would join torchrun's "
-                              "process group). Fix: engine.kind=hf for multi-rank runs, or run one process")
-        if engine_factory is None and cfg.engine.kind == EngineKind.VLLM and cfg.model.lora_rank > 0:
-            raise ConfigError("engine.kind=vllm with model.lora_rank > 0 is not supported yet (vLLM would need the "
-                              "merged weights after every update). Fix: engine.kind=hf")
+        if engine_factory is None and cfg.engine.kind == EngineKind.VLLM and cfg.engine.tensor_parallel_size > 1:
+            raise ConfigError("engine.tensor_parallel_size > 1 is not supported by spell train yet: the ranks of a "
+                              "vLLM tensor-parallel group must make identical generate calls, and every rank rolls "
+                              "out on its own. Fix: engine.tensor_parallel_size=1 (one colocated engine per rank)")
         self.labelled = None
         if cfg.train.mode == TrainMode.RLVR:  # the baseline trains on labelled questions, never on raw docsets
             self.docsets, self.labelled = load_labelled(cfg.data.labelled_files, cfg.data.tasks)
@@ -166,7 +164,8 @@ class Trainer:
                            "sample instead", self.model.config._attn_implementation)
             self.shared_prefix = False
         if self.dist.enabled:
-            self.rollout_model = rollout_replica(self.model, compute or torch.float32)
+            if cfg.engine.kind != EngineKind.VLLM:  # vLLM gathers the shards into its own copy instead
+                self.rollout_model = rollout_replica(self.model, compute or torch.float32)
             shard_policy(self.model, self.device, self.dist.world_size, compute_dtype=compute,
                          cpu_offload=cfg.train.fsdp_cpu_offload)
             if self.ref_model is not None:
@@ -184,10 +183,11 @@ class Trainer:
 
     def _setup_engine(self, engine_factory: Callable | None) -> None:
         """The generation engine. ``engine_factory(model, tokenizer)`` is injectable for orchestration tests
-        (a scripted fake engine); runs build the configured engine."""
+        (a scripted fake engine); runs build the configured engine. vLLM runs colocated on every rank (SPMD): it
+        is built on all ranks together and takes the (sharded) policy's weights at once."""
         cfg = self.cfg
-        factory = engine_factory or (
-            lambda model, tokenizer: build_engine(cfg.engine, model, tokenizer, seed=cfg.train.seed))
+        factory = engine_factory or (lambda model, tokenizer: build_engine(
+            cfg.engine, model, tokenizer, seed=cfg.train.seed, model_dtype=cfg.model.dtype))
         self.engine = factory(self.rollout_model, self.tokenizer)
 
     def _setup_selfplay_state(self) -> None:
@@ -237,6 +237,7 @@ class Trainer:
             experience = collect_rlvr_experience(self.ctx, self.sampler, self.labelled)
         else:
             experience = collect_experience(self.ctx, self.sampler)
+        self._sleep_engine()
         with stage_timer("update"):
             stats = self.update_policy(experience.samples)
         with stage_timer("sync_weights"):
@@ -254,8 +255,16 @@ class Trainer:
                 dump_samples(self.output_dir / "samples" / f"step_{step:06d}.jsonl", records)
         return metrics
 
+    def _sleep_engine(self) -> None:
+        """Before the update: an engine with GPU memory of its own (colocated vLLM) frees it for the backward pass;
+        :meth:`_sync_engine` wakes it with the new weights."""
+        if isinstance(self.engine, SleepingEngine):
+            with stage_timer("engine_sleep"):
+                self.engine.sleep()
+
     def _sync_engine(self) -> None:
-        """Hand the updated policy to the engine (sharded: gather it into the rollout replica first)."""
+        """Hand the updated policy to the engine (sharded: gather it into the rollout replica first; vLLM gathers
+        the shards itself)."""
         if self.rollout_model is not self.model:
             copy_full_weights(self.model, self.rollout_model, self.device)
         self.engine.sync_weights(self.rollout_model)

@@ -60,6 +60,11 @@ def validate(cfg: SpellConfig, console: Console | None = None) -> int:
                                    max_docset_chars=cfg.data.docset_char_limit)
     templates = load_templates_checked(cfg.questioner.template_dir)
     console.print(f"[bold green]config ok[/] model: {model}")
+    from spell.plan.cli import memory_warning  # the `spell plan` arithmetic, against the declared hardware
+
+    memory = memory_warning(cfg)
+    if memory is not None:
+        console.print(f"[bold yellow]warning[/] {memory}", soft_wrap=True)
     if summary["skipped_too_long"]:
         console.print(f"[bold yellow]warning[/] {summary['skipped_too_long']} document set(s) skipped: longer than "
                       f"{cfg.data.docset_char_limit} characters (data.max_docset_chars), they cannot fit a prompt")

@@ -15,6 +15,76 @@ ALL_TASKS = [TaskType.DOCMATH_QA, TaskType.DOC_GENERAL_QA, TaskType.DOC_MC]
 # Generous upper bound on characters per token (English BPE averages about 4): a document set with more than
 # this many characters per prompt token allowed cannot fit ``data.max_prompt_tokens``.
 CHARS_PER_TOKEN_BOUND = 8
+ROPE_SCALING_TYPES = ("yarn",)
+
+
+def parse_rope_scaling(text: str) -> tuple[str, float]:
+    """``model.rope_scaling`` / ``spell eval --rope-scaling``: ``TYPE:FACTOR`` -> ``(type, factor)``.
+
+    Raises:
+        ValueError: not ``TYPE:FACTOR`` with a known type and a factor > 1.
+
+    Example:
+        >>> parse_rope_scaling("yarn:4")
+        ('yarn', 4.0)
+    """
+    kind, _, factor = str(text).partition(":")
+    try:
+        value = float(factor)
+    except ValueError:
+        value = float("nan")
+    if kind not in ROPE_SCALING_TYPES or not 1.0 < value < float("inf"):
+        raise ValueError(f"{text!r} is not TYPE:FACTOR with TYPE in {list(ROPE_SCALING_TYPES)} and a FACTOR > 1 "
+                         "(e.g. yarn:4: 32,768 trained positions attend 131,072)")
+    return kind, value
+
+
+def _declared_rope(model_config: dict) -> dict:
+    """The rope-scaling dict a config.json declares (``rope_scaling``, or transformers 5's flat
+    ``rope_parameters``), or {} for plain RoPE."""
+    declared = model_config.get("rope_scaling") or model_config.get("rope_parameters") or {}
+    kind = declared.get("rope_type", declared.get("type", "default")) if isinstance(declared, dict) else "default"
+    return declared if kind not in (None, "default") else {}
+
+
+def rope_scaling_fields(model_config: dict, text: str) -> dict:
+    """The config.json fields that apply ``model.rope_scaling=text`` to a model whose config.json is
+    ``model_config``: ``{"rope_scaling": {...}, "max_position_embeddings": original x factor}``.
+
+    YaRN stretches the positions the model was trained on (``original_max_position_embeddings``: the config's
+    ``max_position_embeddings``, or the original of a YaRN it already declares) by the factor. ``rope_scaling``
+    is the key every transformers version reads (5.x turns it into ``rope_parameters``); ``rope_theta`` goes
+    inside so that 5.x keeps the model's base frequency.
+
+    Raises:
+        ValueError: a bad ``text``, or the model already uses another kind of rope scaling.
+    """
+    kind, factor = parse_rope_scaling(text)
+    declared = _declared_rope(model_config)
+    declared_kind = declared.get("rope_type", declared.get("type")) if declared else None
+    if declared_kind not in (None, kind):
+        raise ValueError(f"rope scaling {text!r}: the model already uses {declared_kind} rope scaling")
+    original = int(declared.get("original_max_position_embeddings") or model_config["max_position_embeddings"])
+    scaling = {"rope_type": kind, "type": kind, "factor": factor, "original_max_position_embeddings": original}
+    theta = model_config.get("rope_theta") or (model_config.get("rope_parameters") or {}).get("rope_theta")
+    if theta:
+        scaling["rope_theta"] = float(theta)
+    return {"rope_scaling": scaling, "max_position_embeddings": int(original * factor)}
+
+
+def attention_limit(model_config: dict, rope_scaling: str | None = None) -> int:
+    """Positions a model can attend: ``max_position_embeddings``, or with YaRN (declared in the config.json or
+    given as ``rope_scaling``) the trained positions x the factor.
+
+    >>> attention_limit({"max_position_embeddings": 32768}, "yarn:4")
+    131072
+    """
+    if rope_scaling is not None:
+        return rope_scaling_fields(model_config, rope_scaling)["max_position_embeddings"]
+    declared = _declared_rope(model_config)
+    if declared.get("original_max_position_embeddings") and declared.get("factor"):
+        return int(declared["original_max_position_embeddings"] * declared["factor"])
+    return int(model_config["max_position_embeddings"])
 
 
 @dataclass
@@ -34,6 +104,9 @@ class ModelConfig:
         lora_alpha: LoRA scaling numerator (scale = alpha / rank; verl ``model.lora_alpha``).
         target_modules: module names that get adapters; ``[all-linear]`` = every linear layer except the
             output head (verl ``model.target_modules``).
+        rope_scaling: RoPE scaling applied at load time, ``TYPE:FACTOR`` (``yarn`` only): ``yarn:4`` lets
+            Qwen2.5 (32,768 trained positions) attend 131,072, the paper's 100K setting. ``null`` = as the
+            model's config.json says.
     """
 
     path: str | None = None
@@ -43,8 +116,14 @@ class ModelConfig:
     lora_rank: int = 0
     lora_alpha: int = 16
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    rope_scaling: str | None = None
 
     def __post_init__(self) -> None:
+        if self.rope_scaling is not None:
+            try:
+                parse_rope_scaling(self.rope_scaling)
+            except ValueError as err:
+                _fail("model.rope_scaling", self.rope_scaling, f"{err}; null = the model's own RoPE")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             _fail("model.dtype", self.dtype, "use one of auto, float32, bfloat16, float16")
         if not (self.lora_rank >= 0 and self.lora_alpha > 0):
@@ -61,14 +140,23 @@ class EngineConfig:
     Attributes:
         kind: ``hf`` (transformers; CPU and GPU) or ``vllm`` (GPU, ``pip install 'spell-rl[vllm]'``).
         max_batch_prompts: HF engine: prompts generated together in one batch.
-        gpu_memory_utilization: vLLM: fraction of GPU memory for weights + KV cache (authors: 0.7 for 7B).
-        tensor_parallel_size: vLLM tensor parallel degree.
+        gpu_memory_utilization: vLLM: fraction of the GPU's total memory for weights + KV cache (authors: 0.7 for
+            7B); what the trainer holds when the engine starts must leave that much free.
+        tensor_parallel_size: vLLM tensor parallel degree (``spell train``: 1, one engine per rank).
+        max_model_len: vLLM: longest prompt + completion in tokens; 0 = the model config's limit.
+        sleep_level: vLLM: what the engine frees for each update (sleep mode): 1 = KV cache dropped, weights
+            offloaded to CPU; 2 = both dropped (no host copy; the weights are reloaded from the trainer anyway);
+            0 = nothing (vLLM keeps its memory through the backward pass).
+        weight_sync_bucket_mb: vLLM: megabytes of gathered weights handed to vLLM per ``load_weights`` call.
     """
 
     kind: EngineKind = EngineKind.HF
     max_batch_prompts: int = 8
     gpu_memory_utilization: float = 0.6
     tensor_parallel_size: int = 1
+    max_model_len: int = 0
+    sleep_level: int = 1
+    weight_sync_bucket_mb: int = 512
 
     def __post_init__(self) -> None:
         _check_finite("engine", self)
@@ -78,6 +166,12 @@ class EngineConfig:
             _fail("engine.gpu_memory_utilization", self.gpu_memory_utilization, "must be in (0, 1]")
         if self.tensor_parallel_size < 1:
             _fail("engine.tensor_parallel_size", self.tensor_parallel_size, "must be >= 1 (1 = no tensor parallelism)")
+        if self.max_model_len < 0:
+            _fail("engine.max_model_len", self.max_model_len, "must be >= 0 (0 = the model's limit)")
+        if self.sleep_level not in (0, 1, 2):
+            _fail("engine.sleep_level", self.sleep_level, "use 1 (offload weights), 2 (drop them) or 0 (never sleep)")
+        if self.weight_sync_bucket_mb < 1:
+            _fail("engine.weight_sync_bucket_mb", self.weight_sync_bucket_mb, "must be >= 1")
 
 
 @dataclass

@@ -13,6 +13,7 @@ import json
 import logging
 from pathlib import Path
 
+from spell.config.run import attention_limit, parse_rope_scaling, rope_scaling_fields
 from spell.evaluate.formats import NATIVE_BENCHMARKS, DataError, EvalItem
 from spell.evaluate.judge import JudgeConfigError, LLMJudge
 from spell.evaluate.metrics import summarize
@@ -29,6 +30,7 @@ from spell.evaluate.report import (
 )
 from spell.evaluate.runner import (
     GENERATIONS_FILE,
+    PromptTooLongError,
     apply_judge,
     generate_missing,
     load_generations,
@@ -42,7 +44,8 @@ logger = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
 RUN_CONFIG_FILE = "run_config.json"
-_SETTINGS_THAT_CHANGE_SAMPLES = ("model", "temperature", "top_p", "max_new_tokens", "max_input_tokens", "template_dir")
+_SETTINGS_THAT_CHANGE_SAMPLES = ("model", "temperature", "top_p", "max_new_tokens", "max_input_tokens", "template_dir",
+                                 "rope_scaling")
 
 
 class EvalSetupError(ValueError):
@@ -62,7 +65,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     add("--output-dir", default="runs/eval", help="where generations.jsonl and the reports go; re-use it to resume")
     add("--max-input-tokens", type=int, default=16384, help="middle-truncate longer prompts (paper: 16K, 100K)")
     add("--n", type=int, default=8, help="samples per question (paper: 8)")
-    add("--temperature", type=float, default=0.7)
+    add("--temperature", type=float, default=0.7, help="0 = greedy decoding (then one sample per question)")
     add("--top-p", type=float, default=0.95)
     add("--max-new-tokens", type=int, default=4096, help="paper: 4K (non-reasoning), 20K (reasoning models)")
     add("--limit", type=int, default=None, help="first N questions of each benchmark")
@@ -78,6 +81,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     add("--gpu-memory-utilization", type=float, default=0.9, help="vLLM only")
     add("--tensor-parallel-size", type=int, default=1, help="vLLM only")
     add("--template-dir", default=None, help="folder overriding the responder templates (as in training)")
+    add("--rope-scaling", default=None, metavar="yarn:FACTOR",
+        help="RoPE scaling applied when the model loads (HF and vLLM), e.g. yarn:4: Qwen2.5's 32,768 trained "
+        "positions attend 131,072 (the paper's 100K setting)")
+    add("--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="progress bar with throughput and ETA on stderr (default: when stderr is a terminal)")
     add("--judge-url", default=None, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
     add("--judge-model", default=None, help="served judge model name (paper: gpt-oss-120b)")
     add("--judge-api-key-env", default=None, help="NAME of the environment variable holding the judge API key")
@@ -96,8 +104,17 @@ def _check_numbers(args: argparse.Namespace) -> None:
             raise EvalSetupError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
     if args.limit is not None and args.limit < 1:
         raise EvalSetupError(f"--limit {args.limit}: must be >= 1 (leave it out for all questions)")
-    if args.temperature <= 0 or not 0 < args.top_p <= 1:
-        raise EvalSetupError("--temperature must be > 0 and --top-p in (0, 1] (paper: 0.7 and 0.95)")
+    if not args.temperature >= 0 or not 0 < args.top_p <= 1:
+        raise EvalSetupError("--temperature must be >= 0 (0 = greedy) and --top-p in (0, 1] (paper: 0.7 and 0.95)")
+    if args.temperature == 0 and args.n > 1:
+        logger.warning("--temperature 0 is greedy decoding: its %d samples would be identical; generating one "
+                       "per question (--n 1)", args.n)
+        args.n = 1
+    if args.rope_scaling is not None:
+        try:
+            parse_rope_scaling(args.rope_scaling)
+        except ValueError as err:
+            raise EvalSetupError(f"--rope-scaling {err}") from None
     if bool(args.judge_url) != bool(args.judge_model):
         raise EvalSetupError("--judge-url and --judge-model go together; give both or neither")
 
@@ -149,6 +166,43 @@ def resolve_model_path(path: str | Path, output_dir: str | Path | None = None) -
     )
 
 
+def model_positions(model_path: Path, rope_scaling: str | None) -> int | None:
+    """Positions the model at ``model_path`` attends: its config.json's ``max_position_embeddings``, or with YaRN
+    (``--rope-scaling``, or declared in the config.json) the trained positions x the factor. None if unknown.
+
+    Raises:
+        EvalSetupError: an unreadable config.json, or a rope scaling the model cannot take.
+    """
+    try:
+        config = json.loads((model_path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise EvalSetupError(f"{model_path / 'config.json'}: cannot read it ({err})") from None
+    config = config.get("text_config", config)
+    if not config.get("max_position_embeddings"):
+        return None
+    try:
+        return attention_limit(config, rope_scaling)
+    except ValueError as err:
+        raise EvalSetupError(f"--rope-scaling {err}") from None
+
+
+def rope_scaled_folder(model_path: Path, rope_scaling: str, output_dir: Path) -> Path:
+    """A folder that loads ``model_path`` with ``rope_scaling`` in any loader (vLLM reads the model from disk):
+    its config.json gains the rope-scaling fields, every other file is a symbolic link to the original.
+    Written once into ``output_dir`` (``{model}_{type}{factor}``) and reused."""
+    kind, factor = parse_rope_scaling(rope_scaling)
+    folder = output_dir / f"{model_path.resolve().name}_{kind}{factor:g}"
+    config = json.loads((model_path / "config.json").read_text(encoding="utf-8"))
+    config.update(rope_scaling_fields(config, rope_scaling))
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in sorted(model_path.resolve().iterdir()):
+        target = folder / source.name
+        if source.name != "config.json" and not target.exists():
+            target.symlink_to(source)
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
 def _engine_factory(args: argparse.Namespace, model_path: Path):
     """A function that loads the model and builds the engine (called only if something must be generated)."""
 
@@ -160,23 +214,39 @@ def _engine_factory(args: argparse.Namespace, model_path: Path):
         from spell.rl.policy import load_policy, resolve_device
 
         if args.engine == "hf":
-            model, tokenizer = load_policy(ModelConfig(path=str(model_path)), resolve_device(args.device))
+            model_cfg = ModelConfig(path=str(model_path), rope_scaling=args.rope_scaling)
+            model, tokenizer = load_policy(model_cfg, resolve_device(args.device))
             model.eval()
             return HFEngine(model, tokenizer, max_batch_prompts=args.batch_prompts)
         from spell.rl.engine.vllm import VLLMEngine
 
-        # vLLM loads the weights itself from the folder; the HF copy only describes the model (dtype, eos).
-        model, tokenizer = load_policy(ModelConfig(path=str(model_path), dtype="bfloat16"), torch.device("cpu"))
+        # vLLM loads the weights itself from the folder (rope scaling: a folder whose config.json declares it);
+        # the HF copy only describes the model (dtype, eos).
+        folder = rope_scaled_folder(model_path, args.rope_scaling, Path(args.output_dir)) if args.rope_scaling \
+            else model_path
+        model, tokenizer = load_policy(ModelConfig(path=str(folder), dtype="bfloat16"), torch.device("cpu"))
+        longest = args.max_input_tokens + args.max_new_tokens
+        max_positions = model_positions(model_path, args.rope_scaling)
         return VLLMEngine(
             model,
             tokenizer,
             gpu_memory_utilization=args.gpu_memory_utilization,
             tensor_parallel_size=args.tensor_parallel_size,
-            max_model_len=args.max_input_tokens + args.max_new_tokens,
+            max_model_len=min(longest, max_positions) if max_positions else longest,  # vLLM refuses more
             seed=args.seed,
         )
 
     return build
+
+
+def _prompt_tokenizer(model_path: Path, max_positions: int | None, args: argparse.Namespace):
+    """The model's tokenizer when some prompt could exceed ``max_positions`` (checked before the model loads),
+    else None: middle truncation to ``--max-input-tokens`` already keeps every prompt within the limit."""
+    if max_positions is None or args.max_input_tokens + args.max_new_tokens <= max_positions:
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path, local_files_only=True)
 
 
 def _build_judge(args: argparse.Namespace, output_dir: Path) -> LLMJudge | None:
@@ -219,6 +289,7 @@ def run_eval(args: argparse.Namespace) -> int:
         output_dir = Path(args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         model_path = resolve_model_path(args.model, output_dir)
+        max_positions = model_positions(model_path, args.rope_scaling)
         judge = _build_judge(args, output_dir)
         templates = load_templates(args.template_dir)
     except (DataError, EvalSetupError, JudgeConfigError, ResultsFileError, OSError, ValueError) as err:
@@ -227,16 +298,23 @@ def run_eval(args: argparse.Namespace) -> int:
     _record_settings(args, model_path, output_dir)
     sampling = SamplingParams(args.temperature, args.top_p, args.max_new_tokens, args.seed)
     generations = output_dir / GENERATIONS_FILE
-    generate_missing(
-        items,
-        _engine_factory(args, model_path),
-        sampling,
-        args.n,
-        generations,
-        max_input_tokens=args.max_input_tokens,
-        batch_prompts=args.batch_prompts,
-        templates=templates,
-    )
+    try:
+        generate_missing(
+            items,
+            _engine_factory(args, model_path),
+            sampling,
+            args.n,
+            generations,
+            max_input_tokens=args.max_input_tokens,
+            batch_prompts=args.batch_prompts,
+            templates=templates,
+            max_positions=max_positions,
+            tokenizer=_prompt_tokenizer(model_path, max_positions, args),
+            progress=args.progress,
+        )
+    except PromptTooLongError as err:
+        logger.error("spell eval: %s", err)
+        return EXIT_USAGE
     records = load_generations(generations)
     judged = apply_judge(select_records(records, items, args.n), items, judge)
     write_generations(generations, records)
@@ -261,8 +339,10 @@ def _write_reports(args, results: dict, compare: dict | None, model_path: Path, 
         compare_path = Path(args.compare).resolve()
         compare_label = compare_path.name if compare_path.is_dir() else compare_path.parent.name
     note = (
-        f"avg@n in percent; n = {args.n}, T = {args.temperature}, top-p = {args.top_p}, "
-        f"max input {args.max_input_tokens} tokens, max new {args.max_new_tokens} tokens"
+        f"avg@n in percent; n = {args.n}, "
+        + (f"T = {args.temperature}, top-p = {args.top_p}, " if args.temperature > 0 else "greedy, ")
+        + f"max input {args.max_input_tokens} tokens, max new {args.max_new_tokens} tokens"
+        + (f", RoPE {args.rope_scaling}" if args.rope_scaling else "")
         + (f", judge {args.judge_model}" if args.judge_url else ", rule scores only")
     )
     write_results(output_dir / RESULTS_FILE, results)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -89,6 +91,34 @@ def prepare_prompt(
 
     ids = encode_chat_prompt(tokenizer, render_eval_prompt(item, templates))
     return truncate_middle(ids, max_input_tokens), len(ids)
+
+
+class PromptTooLongError(ValueError):
+    """A prompt (after middle truncation) plus the answer budget exceeds the positions the model attends."""
+
+
+def check_prompt_fits(item: EvalItem, kept_tokens: int, max_new_tokens: int, max_positions: int | None) -> None:
+    """Refuse a prompt the model cannot attend: ``kept_tokens + max_new_tokens > max_positions``.
+
+    Raises:
+        PromptTooLongError: one line naming the question, the numbers and the fixes.
+    """
+    if max_positions is None or kept_tokens + max_new_tokens <= max_positions:
+        return
+    room = max_positions - max_new_tokens
+    fix = f"--max-input-tokens {room} (middle truncation)" if room > 0 else "a smaller --max-new-tokens"
+    raise PromptTooLongError(
+        f"{item.benchmark}/{item.id}: prompt of {kept_tokens:,} tokens + {max_new_tokens:,} new tokens exceeds the "
+        f"{max_positions:,} positions the model attends. Fix: {fix}, or --rope-scaling yarn:FACTOR")
+
+
+def check_prompt_lengths(items: Sequence[EvalItem], tokenizer: Any, max_input_tokens: int | None,
+                         max_new_tokens: int, max_positions: int, templates: Templates | None = None) -> None:
+    """:func:`check_prompt_fits` for every item, with a tokenizer only (run before any model is loaded)."""
+    templates = templates or load_templates(None)
+    for item in items:
+        ids, _ = prepare_prompt(item, tokenizer, max_input_tokens, templates)
+        check_prompt_fits(item, len(ids), max_new_tokens, max_positions)
 
 
 def score_response(item: EvalItem, response: str) -> tuple[str | None, float]:
@@ -170,6 +200,9 @@ def generate_missing(
     max_input_tokens: int | None,
     batch_prompts: int = 8,
     templates: Templates | None = None,
+    max_positions: int | None = None,
+    tokenizer: Any = None,
+    progress: bool | None = None,
 ) -> int:
     """Generate the samples each question still lacks and append them to ``output_path``.
 
@@ -183,9 +216,18 @@ def generate_missing(
         max_input_tokens: middle-truncation limit of the templated prompt (None = none).
         batch_prompts: questions per engine call.
         templates: responder templates (None = built-in).
+        max_positions: positions the model attends (with rope scaling); a truncated prompt plus
+            ``sampling.max_new_tokens`` beyond it is refused. None = no check.
+        tokenizer: with ``max_positions``, every pending prompt is checked with it BEFORE the engine (the
+            model) is built; without it each batch is checked as it is prepared.
+        progress: a progress bar (samples, generated tokens/s, ETA) on stderr; None = when stderr is a
+            terminal. Without a bar, one log line per batch carries the same numbers.
 
     Returns:
         The number of samples generated.
+
+    Raises:
+        PromptTooLongError: a prompt the model cannot attend (see :func:`check_prompt_fits`).
     """
     output_path = Path(output_path)
     done = samples_done(load_generations(output_path))
@@ -195,28 +237,73 @@ def generate_missing(
         logger.info("all %d questions already have %d samples: nothing to generate", len(items), n)
         return 0
     logger.info("generating for %d of %d questions (n=%d)", len(pending), len(items), n)
-    engine = engine_factory()
     templates = templates or load_templates(None)
+    if max_positions is not None and tokenizer is not None:
+        check_prompt_lengths([item for item, _ in pending], tokenizer, max_input_tokens, sampling.max_new_tokens,
+                             max_positions, templates)
+    engine = engine_factory()
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    generated = 0
+    meter = EvalProgress(sum(n - have for _, have in pending), progress)
     by_have: dict[int, list[EvalItem]] = {}
     for item, have in pending:
         by_have.setdefault(have, []).append(item)
-    for have, group in sorted(by_have.items()):
-        for start in range(0, len(group), max(1, batch_prompts)):
-            chunk = group[start : start + max(1, batch_prompts)]
-            prompts = [prepare_prompt(item, engine.tokenizer, max_input_tokens, templates) for item in chunk]
-            # A new seed for samples added to questions that have some: the same seed would repeat them.
-            seed = None if sampling.seed is None else sampling.seed + have
-            outputs = engine.generate([ids for ids, _ in prompts], replace(sampling, seed=seed), n=n - have)
-            with output_path.open("a", encoding="utf-8") as handle:
-                for item, (ids, full_len), completions in zip(chunk, prompts, outputs):
-                    for offset, completion in enumerate(completions):
-                        record = _record(item, have + offset, completion, full_len, len(ids))
-                        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-                        generated += 1
-            logger.info("generated %d samples so far", generated)
-    return generated
+    try:
+        for have, group in sorted(by_have.items()):
+            for start in range(0, len(group), max(1, batch_prompts)):
+                chunk = group[start : start + max(1, batch_prompts)]
+                prompts = [prepare_prompt(item, engine.tokenizer, max_input_tokens, templates) for item in chunk]
+                for item, (ids, _) in zip(chunk, prompts):
+                    check_prompt_fits(item, len(ids), sampling.max_new_tokens, max_positions)
+                # A new seed for samples added to questions that have some: the same seed would repeat them.
+                seed = None if sampling.seed is None else sampling.seed + have
+                outputs = engine.generate([ids for ids, _ in prompts], replace(sampling, seed=seed), n=n - have)
+                with output_path.open("a", encoding="utf-8") as handle:
+                    for item, (ids, full_len), completions in zip(chunk, prompts, outputs):
+                        for offset, completion in enumerate(completions):
+                            record = _record(item, have + offset, completion, full_len, len(ids))
+                            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                meter.update([c for group_out in outputs for c in group_out])
+    finally:
+        meter.close()
+    return meter.samples
+
+
+class EvalProgress:
+    """Progress of the generation: samples done of ``total``, generated tokens per second and the ETA.
+
+    A tqdm bar on stderr when ``enabled`` (None = when stderr is a terminal), else one log line per batch.
+    """
+
+    def __init__(self, total: int, enabled: bool | None = None):
+        from tqdm.auto import tqdm
+
+        self.total, self.samples, self.tokens, self.start = total, 0, 0, time.monotonic()
+        enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.bar = tqdm(total=total, desc="spell eval", unit=" samples", file=sys.stderr, dynamic_ncols=True,
+                        smoothing=0.1) if enabled else None
+
+    def update(self, completions: Sequence[Any]) -> None:
+        """Count one batch's completions (their ``token_ids``)."""
+        self.samples += len(completions)
+        self.tokens += sum(len(c.token_ids) for c in completions)
+        rate = self.tokens / max(time.monotonic() - self.start, 1e-9)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
+            self.bar.update(len(completions))
+        else:
+            logger.info("generated %d/%d samples, %s", self.samples, self.total, self.summary())
+
+    def summary(self) -> str:
+        """``"12.3 samples/s, 456 tok/s, ETA 0:01:02"`` from the samples and tokens so far."""
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        per_second = self.samples / elapsed
+        eta = (self.total - self.samples) / per_second if per_second > 0 else float("inf")
+        eta_text = f"{int(eta // 3600)}:{int(eta % 3600 // 60):02d}:{int(eta % 60):02d}" if eta < 1e9 else "?"
+        return f"{per_second:.2f} samples/s, {self.tokens / elapsed:,.0f} tok/s, ETA {eta_text}"
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _needs_judge(record: dict) -> bool:

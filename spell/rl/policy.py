@@ -80,9 +80,10 @@ def load_policy(model_cfg: ModelConfig, device: torch.device, seed: int = 0) -> 
     the non-reentrant implementation. An
     ``attn_implementation`` the model or install does not support falls back to ``eager`` with a warning.
 
-    With ``model_cfg.lora_rank > 0`` the model is wrapped by PEFT (:func:`apply_lora`): only the adapter
-    weights train. Pure low-precision parameters (``model.dtype`` ``bfloat16`` / ``float16``) load with a
-    warning, since AdamW then loses small updates.
+    ``model_cfg.rope_scaling`` (e.g. ``yarn:4``) goes to ``from_pretrained`` in the model's config
+    (:func:`_rope_scaled_config`). With ``model_cfg.lora_rank > 0`` the model is wrapped by PEFT
+    (:func:`apply_lora`): only the adapter weights train. Pure low-precision parameters (``model.dtype``
+    ``bfloat16`` / ``float16``) load with a warning, since AdamW then loses small updates.
 
     Args:
         model_cfg: the ``model`` config section. ``path`` must be set (the caller resolves the built-in
@@ -104,6 +105,8 @@ def load_policy(model_cfg: ModelConfig, device: torch.device, seed: int = 0) -> 
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     tokenizer.padding_side = "left"
     kwargs = {_dtype_kwarg(): resolve_dtype(model_cfg.dtype, device), "local_files_only": True}
+    if model_cfg.rope_scaling is not None:
+        kwargs["config"] = _rope_scaled_config(path, model_cfg.rope_scaling)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=model_cfg.attn_implementation,
                                                      **kwargs)
@@ -213,6 +216,29 @@ def _enable_checkpointing(model: nn.Module) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def _rope_scaled_config(path: str, rope_scaling: str) -> Any:
+    """The model's config with ``model.rope_scaling`` applied (:func:`spell.config.run.rope_scaling_fields`), in
+    the form the installed transformers reads: ``rope_parameters`` (5.x) or ``rope_scaling`` (4.x)."""
+    from transformers import AutoConfig
+
+    from spell.config.run import rope_scaling_fields
+
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    try:
+        fields = rope_scaling_fields(config.to_dict(), rope_scaling)
+    except ValueError as err:
+        raise ConfigError(f"model.rope_scaling={rope_scaling!r}: {err}") from None
+    scaling = fields["rope_scaling"]
+    if hasattr(config, "rope_parameters"):
+        config.rope_parameters = {key: value for key, value in scaling.items() if key != "type"}
+    else:
+        config.rope_scaling = {key: value for key, value in scaling.items() if key != "rope_theta"}
+    config.max_position_embeddings = fields["max_position_embeddings"]
+    logger.info("RoPE scaling %s: %d trained positions attend %d", rope_scaling,
+                scaling["original_max_position_embeddings"], config.max_position_embeddings)
+    return config
 
 
 def _check_model_folder(path: str | None) -> str:

@@ -62,12 +62,12 @@ def test_hf_engine_greedy_on_cuda_equals_model_generate(engine_setup):
     tokenizer, model, prompts = engine_setup
     reference = generate_greedy(model, tokenizer, prompts, GREEDY.max_new_tokens)
     assert len({t for row in reference for t in row}) > 4  # a varied reference, not one repeated token
-    engine = HFEngine(model, tokenizer)
-    for n in (1, 3):  # n=3: one prefill, KV cache repeated per row
+    engine = HFEngine(model, tokenizer, compute_dtype=None)  # fp32 like the reference (the default autocasts to bf16)
+    for n in (1, 3):  # n=3: one prefill, the prompt's KV shared by the rows
         out = engine.generate(prompts, GREEDY, n=n)
         assert [[c.token_ids for c in group] for group in out] == [[row] * n for row in reference]
         assert all(c.prompt_token_ids == tuple(p) for p, group in zip(prompts, out) for c in group)
-    chunked = HFEngine(model, tokenizer, max_batch_prompts=1).generate(prompts, GREEDY)
+    chunked = HFEngine(model, tokenizer, max_batch_prompts=1, compute_dtype=None).generate(prompts, GREEDY)
     assert [g[0].token_ids for g in chunked] == reference  # no left padding at all: same tokens
 
 

@@ -174,14 +174,3 @@ def test_merge_rank_metrics_sums_counts_and_averages_rates():
     # n: 2 + 4 = 6; rate: (0.25 + 0.75) / 2 = 0.5; only0: present on one rank -> its value
     assert merged == {"n": 6.0, "rate": 0.5, "only0": 1.0}
 
-
-def test_vllm_engine_is_refused_under_torchrun(launched, tiny_policy_dir, monkeypatch, tmp_path):
-    from spell.config import ConfigError
-    from spell.rl import distributed
-    from spell.trainer import Trainer
-
-    _, corpus, _ = launched
-    monkeypatch.setattr(distributed, "dist_info", lambda: distributed.DistInfo(rank=0, world_size=2))
-    cfg = make_cfg(corpus, tiny_policy_dir, tmp_path / "v", "engine.kind=vllm", "train.device=auto")
-    with pytest.raises(ConfigError, match="engine.kind=hf"):
-        Trainer(cfg)  # refused before any model is loaded

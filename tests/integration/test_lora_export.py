@@ -67,15 +67,3 @@ def test_full_checkpoint_exports_to_a_loadable_folder_and_refuses_to_overwrite(c
     assert (out / "keep.txt").read_text() == "user data"
     assert main(["export", str(run), "--out", str(tmp_path / "x"), "--adapter-only"]) == 2  # not a LoRA run
 
-
-def test_vllm_with_lora_is_refused_before_the_model_loads(corpus, tiny_policy_dir, tmp_path, monkeypatch):  # noqa: F811
-    import pytest
-
-    from spell.config import ConfigError
-    from spell.trainer import Trainer
-
-    monkeypatch.setattr("spell.trainer.load_policy", lambda *a, **k: pytest.fail("the model was loaded"))
-    cfg = make_cfg(corpus, tiny_policy_dir, tmp_path / "v", "engine.kind=vllm", "model.lora_rank=8",
-                   "train.device=auto")
-    with pytest.raises(ConfigError, match="lora_rank > 0 is not supported yet.*Fix: engine.kind=hf"):
-        Trainer(cfg)

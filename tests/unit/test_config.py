@@ -291,11 +291,15 @@ POST_INIT_CHECKS = [
     ({"model.lora_rank": -1}, "model.lora_rank/lora_alpha", "lora_rank must be >= 0"),
     ({"model.lora_alpha": 0}, "model.lora_rank/lora_alpha", "lora_alpha > 0"),
     ({"model.lora_rank": 8, "model.target_modules": []}, "model.target_modules", "[all-linear]"),
+    ({"model.rope_scaling": "yarn:1"}, "model.rope_scaling", "TYPE:FACTOR"),
     ({"engine.max_batch_prompts": 0}, "engine.max_batch_prompts", ">= 1"),
     ({"engine.gpu_memory_utilization": 0.0}, "engine.gpu_memory_utilization", "(0, 1]"),  # open at 0
     ({"engine.gpu_memory_utilization": 1.2}, "engine.gpu_memory_utilization", "(0, 1]"),
     ({"engine.gpu_memory_utilization": math.nan}, "engine.gpu_memory_utilization", "finite"),
     ({"engine.tensor_parallel_size": 0}, "engine.tensor_parallel_size", ">= 1"),
+    ({"engine.max_model_len": -1}, "engine.max_model_len", "0 = the model's limit"),
+    ({"engine.sleep_level": 3}, "engine.sleep_level", "use 1 (offload weights), 2 (drop them) or 0"),
+    ({"engine.weight_sync_bucket_mb": 0}, "engine.weight_sync_bucket_mb", ">= 1"),
     ({"data.tasks": [], "verifier.tasks": []}, "data.tasks", "list at least one of docmath_qa"),
     ({"data.tasks": [TaskType.DOC_MC, TaskType.DOC_MC]}, "data.tasks", "list each task once"),
     ({"data.questions_per_round": 2}, "data.questions_per_round", ">= the number of tasks"),  # 2 < 3 tasks

@@ -1,166 +1,400 @@
 """The vLLM generation engine (GPU only; ``pip install 'spell-rl[vllm]'``), colocated with the trainer.
 
-Same contract as the HF engine (spec §3 stages 3, 5, 6, 8): token-id prompts in, n completions each out.
-vLLM shares the prompt's KV blocks among the n samples itself (prefix caching). vLLM never loads the
-tokenizer (ids in, ids out); completions are decoded here with the policy's own tokenizer, as in the HF
-engine. ``sync_weights`` copies the trained HF parameters into vLLM's model in place; written for
-vLLM 0.8 - 0.11 (V0 and V1 engines).
-vLLM is imported inside ``__init__`` only, so importing this module never needs vLLM.
+Same contract as the HF engine (spec §3 stages 3, 5, 6, 8): token-id prompts in, n completions each out, token ids
+kept as sampled; text is decoded here with the policy's own tokenizer (vLLM never loads one). Each completion also
+carries the log-prob vLLM sampled each token at (:class:`SampledCompletion`).
+
+Colocated, SPMD (``colocate=True``, what ``spell train`` builds), as TRL's colocate mode and verl's hybrid engine:
+
+- one engine per rank, in the trainer's process. Under torchrun vLLM joins torchrun's process group
+  (``distributed_executor_backend="external_launcher"``): ranks ``[0..T-1]``, ``[T..2T-1]``, ... form the
+  tensor-parallel groups of ``tensor_parallel_size`` T, and each group samples with seed ``seed + rank // T``
+  (ranks of one group must make identical generate calls; groups generate independently). One process: the
+  in-process executor (``uni``).
+- vLLM starts from dummy weights described by the policy's config (saved with its tokenizer, no weights) and
+  :meth:`VLLMEngine.sync_weights` pushes the trainer's weights right away and after every update: parameter by
+  parameter (an FSDP2 shard is all-gathered with ``full_tensor``; every rank takes part), cast to the rollout
+  dtype, in buckets of ``weight_sync_bucket_mb`` handed to the vLLM model's own ``load_weights`` in this process
+  (no pickled functions or state dicts). LoRA: each adapted layer is sent as its merged weight
+  ``W + scale * B @ A``.
+- sleep mode: :meth:`VLLMEngine.sleep` before the update drops the KV cache and offloads the weights (level 1) or
+  drops them (level 2), so the backward pass gets the memory; ``sync_weights`` wakes the weights, loads the new
+  ones, then wakes the KV cache (prefix caching on, its blocks reset).
+
+Standalone (``colocate=False``, ``spell eval``): vLLM loads the model's folder itself, with its own executor.
+
+Written for vLLM 0.20 - 0.26 (:data:`SUPPORTED_VLLM`, the ``[vllm]`` extra), the releases built on torch 2.11.
+vLLM is imported inside ``VLLMEngine.__init__`` only, so importing this module never needs vLLM.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import shutil
 import tempfile
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
+from spell.rl.distributed import dist_info
 from spell.rl.engine.hf import resolve_eos_ids
+from spell.rl.sharding import full_tensor
 from spell.types import Completion, SamplingParams
 
 logger = logging.getLogger(__name__)
 
 VLLM_MISSING = "EngineKind.VLLM needs vLLM: pip install 'spell-rl[vllm]'"
+SUPPORTED_VLLM = ((0, 20), (0, 27))  # [low, high): the range pinned in pyproject's [vllm] extra
+# Wrapper prefixes that never appear in a Hugging Face checkpoint (PEFT, FSDP1, activation checkpointing, compile).
+_PEFT_PREFIX = "base_model.model."
+_WRAPPER_PARTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+_TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
-def _model_folder(model: Any) -> str:
-    """A folder vLLM can load: the model's own ``name_or_path`` if it is a local folder, else a fresh save."""
-    name = str(getattr(model, "name_or_path", "") or "")
-    if name and Path(name, "config.json").is_file():
-        return name
-    folder = tempfile.mkdtemp(prefix="spell-vllm-")
-    model.save_pretrained(folder, safe_serialization=True)
-    logger.info("saved the in-memory policy to %s for vLLM", folder)
-    return folder
+@dataclass(frozen=True, slots=True)
+class SampledCompletion(Completion):
+    """A :class:`Completion` with vLLM's log-prob of each of its tokens.
+
+    Attributes:
+        logprobs: one per ``token_ids`` entry: log p(token) under the distribution vLLM sampled from (temperature
+            and top-p applied, vLLM's ``processed_logprobs``). Training log-probs apply the temperature only, so
+            they are lower by -log(nucleus mass), at most -log(top_p). NaN for a stop token vLLM did not report.
+    """
+
+    logprobs: tuple[float, ...] = ()
+
+
+def rollout_dtype(model_dtype: str) -> str:
+    """vLLM's dtype for ``model.dtype``: ``auto`` (fp32 master weights) samples in bf16, never fp32 (fp16 on a GPU
+    without bf16); an explicit dtype is kept."""
+    if model_dtype != "auto":
+        return model_dtype
+    return "bfloat16" if not torch.cuda.is_available() or torch.cuda.is_bf16_supported() else "float16"
+
+
+def vllm_weight_name(name: str) -> str:
+    """The checkpoint name vLLM's ``load_weights`` expects for a training parameter ``name``: PEFT / FSDP1 /
+    checkpointing / compile wrappers and PEFT's ``.base_layer`` removed (vLLM maps checkpoint names to its fused
+    layers itself).
+
+    >>> vllm_weight_name("base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight")
+    'model.layers.0.self_attn.q_proj.weight'
+    """
+    name = name.removeprefix(_PEFT_PREFIX)
+    for part in _WRAPPER_PARTS:
+        name = name.replace(part, "")
+    return name.replace(".base_layer.", ".")
+
+
+def _lora_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """PEFT LoRA layers of ``model`` by module name ({} for a plain model)."""
+    if not any("lora_" in name for name, _ in model.named_parameters()):
+        return {}
+    from peft.tuners.lora import LoraLayer
+
+    return {name: module for name, module in model.named_modules() if isinstance(module, LoraLayer)}
+
+
+def merged_lora_weight(layer: nn.Module, device: torch.device | None = None) -> torch.Tensor:
+    """The full weight a PEFT LoRA linear layer computes with: ``W + sum_a scale_a * B_a @ A_a`` in fp32 over its
+    active adapters (W alone when they are disabled or already merged). A collective under FSDP2.
+
+    Raises:
+        NotImplementedError: DoRA or embedding adapters.
+    """
+    weight = full_tensor(layer.base_layer.weight, device).detach().float()
+    if layer.disable_adapters or layer.merged:
+        return weight
+    for adapter in layer.active_adapters:
+        if adapter not in layer.lora_A:
+            continue
+        if layer.use_dora.get(adapter) or adapter in layer.lora_embedding_A:
+            raise NotImplementedError(f"vLLM weight sync merges plain LoRA linear layers only ({adapter!r} is DoRA "
+                                      "or an embedding adapter)")
+        lora_a = full_tensor(layer.lora_A[adapter].weight, device).detach().float()  # [r, in]
+        lora_b = full_tensor(layer.lora_B[adapter].weight, device).detach().float()  # [out, r]
+        delta = layer.scaling[adapter] * (lora_b @ lora_a)  # [out, in]
+        weight = weight + (delta.T if getattr(layer, "fan_in_fan_out", False) else delta)
+    return weight
+
+
+@torch.no_grad()
+def vllm_weights(model: nn.Module, dtype: torch.dtype, device: torch.device | None = None
+                 ) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every parameter of ``model`` once, as ``(vLLM checkpoint name, full tensor in dtype)``, in parameter order.
+
+    Tied parameters come once (``named_parameters`` drops duplicates); an FSDP2 shard is all-gathered
+    (every rank must consume the iterator in step); a LoRA layer comes as its merged weight, its adapter
+    matrices not at all.
+
+    Raises:
+        NotImplementedError: PEFT ``modules_to_save`` copies.
+    """
+    lora = _lora_layers(model)
+    adapter_params = {f"{prefix}.{name}" for prefix, layer in lora.items()
+                      for name, _ in layer.named_parameters() if not name.startswith("base_layer.")}
+    for name, param in model.named_parameters():
+        if name in adapter_params:
+            continue
+        if ".modules_to_save." in name or ".original_module." in name:
+            raise NotImplementedError(f"{name}: PEFT modules_to_save is not supported by the vLLM weight sync")
+        layer = lora.get(name.removesuffix(".base_layer.weight")) if name.endswith(".base_layer.weight") else None
+        # one expression: no full-precision copy stays referenced while the caller holds the cast one
+        if layer is not None:
+            yield vllm_weight_name(name), merged_lora_weight(layer, device).to(dtype)
+        else:
+            yield vllm_weight_name(name), full_tensor(param, device).detach().to(dtype)
+
+
+def weight_buckets(weights: Iterable[tuple[str, torch.Tensor]], max_bytes: int
+                   ) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """Consecutive groups of ``weights`` holding at most ``max_bytes`` of tensor data each (a larger tensor alone)."""
+    bucket: list[tuple[str, torch.Tensor]] = []
+    size = 0
+    for name, tensor in weights:
+        nbytes = tensor.numel() * tensor.element_size()
+        if bucket and size + nbytes > max_bytes:
+            yield bucket
+            bucket, size = [], 0
+        bucket.append((name, tensor))
+        size += nbytes
+    if bucket:
+        yield bucket
 
 
 class VLLMEngine:
-    """Generates with ``vllm.LLM`` in this process; weights are pushed from the training model.
+    """Generates with ``vllm.LLM`` in this process; the trainer's weights are pushed into it.
 
     Args:
-        model: the HF training policy (its folder, or a temporary save of it, is what vLLM loads).
-        tokenizer: its tokenizer (eos ids; kept as ``self.tokenizer``).
-        gpu_memory_utilization: fraction of GPU memory vLLM may take for weights and KV cache.
-        tensor_parallel_size: vLLM tensor-parallel degree. With 1 the engine core runs in this process
-            (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so weights are copied without serialisation.
+        model: the HF policy (plain, PEFT-wrapped or FSDP2-sharded). Colocated: its config describes the model to
+            vLLM and its weights are pushed at once. Standalone: its folder (``name_or_path``) is loaded, or a
+            fresh save of it with its tokenizer.
+        tokenizer: its tokenizer (eos ids, decoding; kept as ``self.tokenizer``).
+        gpu_memory_utilization: fraction of the GPU's TOTAL memory vLLM may take for weights + KV cache; the
+            trainer's memory at start-up must leave that much free.
+        tensor_parallel_size: vLLM tensor-parallel degree T. Colocated: torchrun's world size must be a multiple
+            of T; one process needs T = 1.
         max_model_len: longest prompt + completion; ``None`` = the model config's limit.
-        seed: vLLM's global seed.
+        seed: the sampler seed of tensor-parallel group 0 (``train.seed``); group g uses ``seed + g`` (mod 2**32).
+            vLLM also re-seeds this process's python, numpy and torch generators with it at start-up.
+        dtype: ``model.dtype``; vLLM's weight and compute dtype is :func:`rollout_dtype` of it (``auto``: bf16).
+        colocate: the SPMD engine that ``spell train`` uses (see the module docstring); False = standalone.
+        sleep_level: colocated: 1 = weights offloaded to CPU while asleep, 2 = dropped (reloaded by
+            ``sync_weights``), 0 = never sleep (vLLM keeps its memory through the update).
+        weight_sync_bucket_mb: megabytes of weights per ``load_weights`` call.
+        llm_kwargs: more keyword arguments for ``vllm.LLM`` (e.g. ``hf_overrides``).
+        vllm_module: the ``vllm`` package; tests pass a fake with the same ``LLM`` / ``SamplingParams`` /
+            ``TokensPrompt`` names.
     """
 
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any,
-        *,
-        gpu_memory_utilization: float = 0.6,
-        tensor_parallel_size: int = 1,
-        max_model_len: int | None = None,
-        seed: int = 0,
-    ):
-        if tensor_parallel_size == 1:
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # keep the model reachable in-process
-        try:
-            import vllm
-        except ImportError as err:
-            raise ImportError(VLLM_MISSING) from err
-        self._vllm = vllm
+    def __init__(self, model: Any, tokenizer: Any, *, gpu_memory_utilization: float = 0.6,
+                 tensor_parallel_size: int = 1, max_model_len: int | None = None, seed: int = 0,
+                 dtype: str = "auto", colocate: bool = False, sleep_level: int = 1,
+                 weight_sync_bucket_mb: int = 512, llm_kwargs: dict | None = None, vllm_module: Any = None):
+        if vllm_module is None:
+            try:
+                import vllm as vllm_module
+            except ImportError as err:
+                raise ImportError(VLLM_MISSING) from err
+        _check_version(str(getattr(vllm_module, "__version__", "")))
+        if sleep_level not in (0, 1, 2):
+            raise ValueError(f"sleep_level must be 0, 1 or 2, got {sleep_level}")
+        self._vllm = vllm_module
         self.tokenizer = tokenizer
         self.eos_token_ids = resolve_eos_ids(tokenizer, model)
-        folder = _model_folder(model)
-        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-        self.llm = vllm.LLM(
-            model=folder,
-            skip_tokenizer_init=True,  # token ids in and out; text is decoded with self.tokenizer
-            dtype=dtype,
-            gpu_memory_utilization=gpu_memory_utilization,
-            tensor_parallel_size=tensor_parallel_size,
-            max_model_len=max_model_len,
-            seed=seed,
-            enable_prefix_caching=True,
-        )
-        logger.info("vLLM %s engine ready (model %s, dtype %s)", vllm.__version__, folder, dtype)
+        self.colocate = colocate
+        self.sleep_level = sleep_level if colocate else 0
+        self.bucket_bytes = weight_sync_bucket_mb * 2**20
+        dtype = rollout_dtype(dtype)
+        if dtype not in _TORCH_DTYPES:
+            raise ValueError(f"dtype={dtype!r}: use auto, bfloat16, float16 or float32")
+        self.torch_dtype = _TORCH_DTYPES[dtype]
+        # in-process engine core: the only way weights reach vLLM's model without serialisation
+        self.in_process = colocate or tensor_parallel_size == 1
+        if self.in_process:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        args = dict(skip_tokenizer_init=True, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
+                    tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len, seed=seed % 2**32,
+                    enable_prefix_caching=True, logprobs_mode="processed_logprobs")
+        if colocate:
+            args.update(self._colocated_args(model, tokenizer, tensor_parallel_size, seed))
+        else:
+            args["model"] = _model_folder(model, tokenizer)
+        self.llm_args = {**args, **(llm_kwargs or {})}
+        self.llm = vllm_module.LLM(**self.llm_args)
+        self._asleep = False
+        self._weights_valid = True  # False after a level-2 sleep, until sync_weights reloads them
+        if colocate:
+            self.sync_weights(model)  # dummy weights -> the policy's
+        logger.info("vLLM %s engine ready (%s, dtype %s, tensor parallel %d, seed %d)",
+                    getattr(vllm_module, "__version__", "?"), "colocated" if colocate else self.llm_args["model"],
+                    dtype, tensor_parallel_size, self.llm_args["seed"])
 
-    def generate(
-        self, prompts: Sequence[Sequence[int]], sampling: SamplingParams, n: int = 1
-    ) -> list[list[Completion]]:
-        """Sample ``n`` completions for every prompt (temperature ``<= 0`` = greedy).
+    def _colocated_args(self, model: Any, tokenizer: Any, tensor_parallel_size: int, seed: int) -> dict:
+        """``vllm.LLM`` arguments of the SPMD engine: executor, tensor-parallel group seed, dummy weights."""
+        info = dist_info()
+        if not info.enabled and tensor_parallel_size > 1:
+            raise ValueError(f"engine.tensor_parallel_size={tensor_parallel_size} needs torchrun with a multiple of "
+                             "that many ranks (one process runs one GPU)")
+        if info.world_size % tensor_parallel_size:
+            raise ValueError(f"engine.tensor_parallel_size={tensor_parallel_size} must divide the {info.world_size} "
+                             "torchrun ranks (each tensor-parallel group is that many consecutive ranks)")
+        folder = _config_folder(model, tokenizer)
+        weakref.finalize(self, shutil.rmtree, folder, True)
+        return dict(model=folder, load_format="dummy", enable_sleep_mode=self.sleep_level > 0,
+                    seed=(seed + info.rank // tensor_parallel_size) % 2**32,  # vLLM seeds numpy with it too
+                    distributed_executor_backend="external_launcher" if info.enabled else "uni")
+
+    # ---- generation -------------------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams, n: int = 1
+                 ) -> list[list[SampledCompletion]]:
+        """Sample ``n`` completions for every prompt (temperature ``<= 0`` = greedy: one sample, copied n times).
 
         Args:
             prompts: token-id prompts.
-            sampling: temperature, top-p, max_new_tokens, optional seed.
+            sampling: temperature, top-p, max_new_tokens, optional seed (sample i of a prompt uses seed + i).
             n: completions per prompt.
 
         Returns:
             One list of ``n`` completions per prompt, in prompt order.
         """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
         if not prompts:  # a round where every question was rejected early
             return []
+        if sampling.max_new_tokens <= 0:  # vLLM needs max_tokens >= 1; the HF engine returns empty completions
+            return [[SampledCompletion("", (), tuple(p), "length") for _ in range(n)] for p in prompts]
+        self._wake()
+        greedy = sampling.temperature <= 0
         params = self._vllm.SamplingParams(
-            n=n,
+            n=1 if greedy else n,  # vLLM refuses n > 1 when greedy; the n samples are identical anyway
             temperature=max(sampling.temperature, 0.0),
-            top_p=sampling.top_p,
+            top_p=1.0 if greedy else sampling.top_p,
             max_tokens=sampling.max_new_tokens,
             seed=sampling.seed,
             stop_token_ids=sorted(self.eos_token_ids),
             detokenize=False,
+            logprobs=0,  # the sampled token's log-prob only
         )
-        requests = [_tokens_prompt(p) for p in prompts]
+        requests = [self._vllm.TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         results = []
         for prompt, request in zip(prompts, outputs, strict=True):
-            group = sorted(request.outputs, key=lambda o: o.index)
-            results.append([self._to_completion(o, prompt) for o in group])
+            group = [self._to_completion(o, prompt) for o in sorted(request.outputs, key=lambda o: o.index)]
+            results.append(group * n if greedy else group)
         return results
 
-    def _to_completion(self, output: Any, prompt: Sequence[int]) -> Completion:
-        """A vLLM ``CompletionOutput`` as a :class:`Completion`: the stop token kept in ``token_ids``, the text
+    def _to_completion(self, output: Any, prompt: Sequence[int]) -> SampledCompletion:
+        """A vLLM ``CompletionOutput`` as a :class:`SampledCompletion`: the stop token kept in ``token_ids``, the text
         decoded without special tokens, any finish reason other than ``stop`` reported as ``length``."""
         ids = list(output.token_ids)
+        positions = output.logprobs or []  # per token: {token id: Logprob}, the sampled token always present
+        logprobs = [float(step[token].logprob) for token, step in zip(ids, positions)]
+        logprobs += [math.nan] * (len(ids) - len(logprobs))
         stop_id = getattr(output, "stop_reason", None)  # the matched stop token id, when vLLM reports one
         if output.finish_reason == "stop" and isinstance(stop_id, int) and (not ids or ids[-1] != stop_id):
             ids.append(stop_id)
+            logprobs.append(math.nan)
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         reason = "stop" if output.finish_reason == "stop" else "length"
-        return Completion(text, tuple(ids), tuple(prompt), reason)
+        return SampledCompletion(text, tuple(ids), tuple(prompt), reason, tuple(logprobs))
+
+    # ---- memory and weights -------------------------------------------------------------------------
+    def sleep(self) -> None:
+        """Before the update: drop the KV cache and offload (level 1) or drop (level 2) the weights. A no-op for a
+        standalone engine or ``sleep_level=0``. ``sync_weights`` (or the next ``generate``) wakes it."""
+        if self.sleep_level == 0 or self._asleep:
+            return
+        self.llm.sleep(level=self.sleep_level)
+        self._asleep = True
+        self._weights_valid = self.sleep_level == 1
 
     def sync_weights(self, model: Any) -> None:
-        """Copy ``model``'s parameters into vLLM's model and drop KV blocks cached with the old weights.
+        """Load ``model``'s current weights into vLLM (every rank must call it: FSDP2 shards are all-gathered).
 
-        Args:
-            model: the HF policy after an optimizer step (a full, unsharded state dict is read; with FSDP
-                gather it first).
+        Asleep: the weights wake first, the KV cache after the load, so the two are never resident together
+        with the gather buffers. The prefix cache is reset (its blocks hold the old policy's keys and values).
+
+        Raises:
+            NotImplementedError: a standalone engine whose tensor-parallel workers run in other processes.
         """
-        state = model.state_dict()
-        local = _local_vllm_model(self.llm)
-        if local is not None:
-            local.load_weights(state.items())
-        elif hasattr(self.llm, "apply_model"):
-            # Multi-process engine (tensor parallel): the function and tensors are pickled to every worker
-            # (V1 needs VLLM_ALLOW_INSECURE_SERIALIZATION=1 for that); slow, but each worker shards for itself.
-            weights = [(name, tensor.detach().cpu()) for name, tensor in state.items()]
-            self.llm.apply_model(lambda vllm_model: vllm_model.load_weights(weights))
-        else:
-            raise RuntimeError("cannot reach vLLM's model to sync weights (unsupported vLLM version)")
-        if hasattr(self.llm, "reset_prefix_cache"):
-            self.llm.reset_prefix_cache()
+        if not self.in_process:
+            raise NotImplementedError("a standalone vLLM engine with tensor_parallel_size > 1 runs its workers in "
+                                      "other processes; weights are only pushed in-process (colocated engine)")
+        if self._asleep:
+            _release_torch_cache()
+            self.llm.wake_up(tags=["weights"])
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
+        for bucket in weight_buckets(vllm_weights(model, self.torch_dtype, device), self.bucket_bytes):
+            self.llm.apply_model(partial(_load_bucket, bucket))  # in-process: a direct call, nothing pickled
+            del bucket  # freed before the next bucket is gathered: at most one bucket of copies at a time
+        self._weights_valid = True
+        if self._asleep:
+            _release_torch_cache()
+            self.llm.wake_up(tags=["kv_cache"])
+            self._asleep = False
+        self.llm.reset_prefix_cache()
+
+    def _wake(self) -> None:
+        """Wake a sleeping engine before generating (level 1 kept the weights; level 2 needs ``sync_weights``)."""
+        if not self._asleep:
+            return
+        if not self._weights_valid:
+            raise RuntimeError("vLLM dropped its weights in sleep level 2: call sync_weights(model) before generate")
+        _release_torch_cache()
+        self.llm.wake_up()
+        self._asleep = False
 
 
-def _tokens_prompt(prompt_ids: Sequence[int]) -> Any:
-    """A token-id prompt in the form this vLLM version accepts."""
-    try:
-        from vllm.inputs import TokensPrompt
-    except ImportError:  # very old layouts: a plain dict works everywhere
-        return {"prompt_token_ids": list(prompt_ids)}
-    return TokensPrompt(prompt_token_ids=list(prompt_ids))
+def _load_bucket(bucket: list[tuple[str, torch.Tensor]], vllm_model: nn.Module) -> None:
+    """Runs inside vLLM's worker (this process): its model copies, shards (tensor parallel) and fuses each tensor."""
+    vllm_model.load_weights(iter(bucket))
 
 
-def _local_vllm_model(llm: Any) -> Any | None:
-    """vLLM's ``nn.Module`` when the engine runs in this process (V0, or V1 without multiprocessing), else None."""
-    executor = getattr(llm.llm_engine, "model_executor", None)
-    worker = getattr(executor, "driver_worker", None)
-    worker = getattr(worker, "worker", worker)  # V1 wraps the worker in a WorkerWrapperBase
-    runner = getattr(worker, "model_runner", None)
-    get_model = getattr(runner, "get_model", None)  # unwraps CUDA-graph / compile wrappers where present
-    return get_model() if callable(get_model) else getattr(runner, "model", None)
+def _release_torch_cache() -> None:
+    """Hand the trainer's cached-but-free CUDA blocks back before vLLM allocates (its own allocator cannot use
+    PyTorch's cache): the one place rollouts and training trade memory."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _check_version(version: str) -> None:
+    parts = version.split(".")[:2]
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        low, high = SUPPORTED_VLLM
+        if not low <= (int(parts[0]), int(parts[1])) < high:
+            logger.warning("vLLM %s is outside the range this engine was written for (>=%d.%d,<%d.%d, the [vllm] "
+                           "extra); sleep mode, logprobs_mode or load_weights may differ", version, *low, *high)
+
+
+def _config_folder(model: Any, tokenizer: Any) -> str:
+    """A fresh folder describing ``model`` to vLLM without its weights: config.json (with any RoPE scaling the
+    trainer applied), generation config and tokenizer files."""
+    folder = tempfile.mkdtemp(prefix="spell-vllm-")
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: the wrapped model
+    base.config.save_pretrained(folder)
+    if getattr(base, "generation_config", None) is not None:
+        base.generation_config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _model_folder(model: Any, tokenizer: Any) -> str:
+    """A folder vLLM can load: the model's own ``name_or_path`` if it is a local folder, else a fresh save of the
+    model and its tokenizer."""
+    name = str(getattr(model, "name_or_path", "") or "")
+    if name and Path(name, "config.json").is_file():
+        return name
+    folder = tempfile.mkdtemp(prefix="spell-vllm-")
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    logger.info("saved the in-memory policy and its tokenizer to %s for vLLM", folder)
+    return folder
