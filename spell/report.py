@@ -92,12 +92,12 @@ def heldout_change(output_dir: Path) -> dict | None:
 
 
 def format_heldout_change(change: dict) -> str:
-    """One line per task: ``held-out accuracy (step a -> b): x% -> y% (+d points, 95% CI [l, h], n questions)``."""
+    """One line per task: ``held-out T (step a -> b): x% -> y% (+d points, SE s, 95% CI [l, h], n questions)``."""
     lines = []
     for name, t in change["tasks"].items():
         verdict = "learned" if t["low"] > 0 else ("got worse" if t["high"] < 0 else "no significant change")
         lines.append(f"held-out {name} (step {change['from_step']} -> {change['to_step']}): {t['before']:.1f}% -> "
-                     f"{t['after']:.1f}% ({t['delta']:+.1f} points, 95% CI [{t['low']:+.1f}, {t['high']:+.1f}], "
+                     f"{t['after']:.1f}% ({t['delta']:+.1f} points, SE {t['se']:.1f}, 95% CI [{t['low']:+.1f}, {t['high']:+.1f}], "
                      f"{t['questions']} questions): {verdict}")
     return "\n".join(lines)
 
@@ -112,14 +112,16 @@ def truth_accuracies(output_dir: Path, last_step: int, window: int = 3) -> Table
 
     windows = [(1, min(window, last_step)), (max(1, last_step - window + 1), last_step)]
     report = diagnose_run(output_dir, world, windows)
-    keys = ("valid_rate", "solver_parsed_rate", "reference_true", "responder_true", "verifier_true", "reward_true")
-    table = Table(title="roles judged by the world's facts (all tasks)")
+    columns = {"valid_rate": "valid", "solver_parsed_rate": "known", "reference_true": "reference",
+               "responder_true": "responder", "verifier_true": "verifier", "reward_true": "reward"}
+    table = Table(title="how often each role is right by the world's facts (all tasks; known = questions the world "
+                        "can answer, the rest are over those)")
     table.add_column("steps")
-    for key in keys:
-        table.add_column(key)
+    for header in columns.values():
+        table.add_column(header)
     for name, by_task in report.items():
         row = by_task.get("all", {})
-        table.add_row(name, *("-" if row.get(k) is None else f"{row[k]:.2f}" for k in keys))
+        table.add_row(name.removeprefix("steps "), *("-" if row.get(k) is None else f"{row[k]:.2f}" for k in columns))
     return table
 
 

@@ -83,7 +83,7 @@ def test_heldout_accuracy_before_and_after_and_summary(corpus, labelled, tiny_po
     assert scores == [{"id": "q1", "task": "doc_general_qa", "score": 0.5},
                       {"id": "q2", "task": "doc_general_qa", "score": 1.0}]
     assert (out / "heldout" / "step_000002.jsonl").exists()  # the last step's, paired with step 0's
-    assert "held-out all (step 0 -> 2): 75.0% -> 75.0% (+0.0 points" in text
+    assert "held-out all (step 0 -> 2): 75.0% -> 75.0% (+0.0 points, SE 0.0" in text
 
 
 def trainer_script(role, prompt, i):
