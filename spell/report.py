@@ -96,8 +96,9 @@ def format_heldout_change(change: dict) -> str:
     lines = []
     for name, t in change["tasks"].items():
         verdict = "learned" if t["low"] > 0 else ("got worse" if t["high"] < 0 else "no significant change")
+        interval = f"95% CI [{t['low']:+.1f}, {t['high']:+.1f}]"
         lines.append(f"held-out {name} (step {change['from_step']} -> {change['to_step']}): {t['before']:.1f}% -> "
-                     f"{t['after']:.1f}% ({t['delta']:+.1f} points, SE {t['se']:.1f}, 95% CI [{t['low']:+.1f}, {t['high']:+.1f}], "
+                     f"{t['after']:.1f}% ({t['delta']:+.1f} points, SE {t['se']:.1f}, {interval}, "
                      f"{t['questions']} questions): {verdict}")
     return "\n".join(lines)
 

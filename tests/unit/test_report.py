@@ -30,7 +30,8 @@ def test_heldout_change_pairs_the_first_and_last_evaluation(tmp_path):
     assert overall["low"] <= overall["delta"] <= overall["high"]
     assert change["tasks"]["doc_general_qa"]["delta"] == pytest.approx(100 / 3)  # q0, q2, q4: 0 -> 1 once
     text = format_heldout_change(change)
-    assert text.splitlines()[0].startswith("held-out all (step 0 -> 10): 33.3% -> 66.7% (+33.3 points, SE 21.1, 95% CI [")
+    first = "held-out all (step 0 -> 10): 33.3% -> 66.7% (+33.3 points, SE 21.1, 95% CI ["
+    assert text.splitlines()[0].startswith(first)
 
 
 def test_no_change_without_two_evaluations(tmp_path):
