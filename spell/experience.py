@@ -169,7 +169,7 @@ def responder_samples(kept: Sequence[QuestionRecord], temperature: float) -> lis
     """G responder sequences per kept group, sampled at ``temperature``; group_id = the question uid."""
     return [
         RoleSample(Role.RESPONDER, r.docset.task, r.uid, tuple(r.responder_prompt_ids), c.token_ids, reward,
-                   meta={"index": i}, temperature=temperature)
+                   meta={"index": i}, temperature=temperature, rollout_logprobs=c.logprobs)
         for r in kept for i, (c, reward) in enumerate(zip(r.responses, r.rewards, strict=True))
     ]
 
@@ -185,7 +185,8 @@ def questioner_samples(kept: Sequence[QuestionRecord], records: Sequence[Questio
     negatives = draw_questioner_negatives(good_counts, pool, cfg.questioner.bad_case_ratio, ctx.rng)
     return [
         RoleSample(Role.QUESTIONER, r.docset.task, r.uid, tuple(r.prompt_ids), r.completion.token_ids,
-                   r.questioner_reward, meta={"status": str(r.status)}, temperature=ctx.temperature)
+                   r.questioner_reward, meta={"status": str(r.status)}, temperature=ctx.temperature,
+                   rollout_logprobs=r.completion.logprobs)
         for r in [*kept, *negatives]
     ]
 
@@ -199,7 +200,7 @@ def verifier_samples(groups: Sequence[tuple[QuestionRecord, int]], cfg: SpellCon
         for completion, reward in zip(record.verdict_completions[i], rewards, strict=True):
             samples.append(RoleSample(Role.VERIFIER, record.docset.task, f"{record.uid}/{i}",
                                       tuple(record.verifier_prompt_ids[i]), completion.token_ids, reward,
-                                      temperature=temperature))
+                                      temperature=temperature, rollout_logprobs=completion.logprobs))
     return samples
 
 

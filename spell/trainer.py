@@ -37,7 +37,7 @@ from spell.rl.checkpoint import (
     save_checkpoint,
 )
 from spell.rl.engine import Engine, SleepingEngine, build_engine
-from spell.rl.losses import grpo_loss
+from spell.rl.losses import grpo_loss, rollout_logprob_gap
 from spell.rl.metrics import MetricLogger, dump_samples, pop_timings, progress, stage_timer
 from spell.rl.policy import (
     autocast_dtype,
@@ -305,7 +305,8 @@ class Trainer:
             return {**stats, "train/loss": math.nan, "train/grad_norm": math.nan, "train/skipped": 1.0}
         micro_batches = self._pack(samples)
         num_micro = int(distributed.all_reduce_dict({"n": len(micro_batches)}, op="max")["n"])
-        totals = dict.fromkeys(("loss", "pg_loss_sum", "clip_frac_sum", "kl_sum", "entropy_sum"), 0.0)
+        totals = dict.fromkeys(("loss", "pg_loss_sum", "clip_frac_sum", "kl_sum", "entropy_sum", "rollout_gap_sum",
+                                "rollout_gap_tokens"), 0.0)
         self.optimizer.zero_grad(set_to_none=True)
         for index in range(num_micro):
             set_gradient_sync(self.model, index == num_micro - 1)
@@ -331,6 +332,8 @@ class Trainer:
                       "train/pg_loss": totals["pg_loss_sum"] / num_tokens,
                       "train/clip_frac": totals["clip_frac_sum"] / num_tokens,
                       "train/kl": totals["kl_sum"] / num_tokens, "train/entropy": totals["entropy_sum"] / num_tokens})
+        if totals["rollout_gap_tokens"]:  # engines that report their sampling log-probs
+            stats["train/rollout_logprob_diff"] = totals["rollout_gap_sum"] / totals["rollout_gap_tokens"]
         return stats
 
     def _pack(self, samples: list[RoleSample]) -> list[list[int]]:
@@ -367,7 +370,8 @@ class Trainer:
             kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, entropy=entropy, entropy_coef=cfg.entropy_coef)
         # FSDP2 averages gradients over ranks; the loss already divides by the global token count: scale back
         (loss * (weight * gradient_scale(self.model, self.dist.world_size))).backward()
-        return {**stats, "loss": loss.item()}
+        gap, known = rollout_logprob_gap(logprobs, batch["completion_mask"], [s.rollout_logprobs for s in micro])
+        return {**stats, "loss": loss.item(), "rollout_gap_sum": gap, "rollout_gap_tokens": float(known)}
 
     def _filler_sample(self) -> RoleSample:
         """One pad token answering one pad token: the smallest batch that runs every layer."""

@@ -126,12 +126,15 @@ class Completion:
         token_ids: completion token ids, including the EOS token when generation stopped on it.
         prompt_token_ids: the prompt's token ids (shared by the n completions of one prompt).
         finish_reason: ``"stop"`` (EOS or a stop string) or ``"length"`` (hit max_new_tokens).
+        logprobs: the engine's log-prob of each of ``token_ids`` under the distribution it sampled from (``()``
+            when the engine does not report them); compared with the trainer's as ``train/rollout_logprob_diff``.
     """
 
     text: str
     token_ids: tuple[int, ...]
     prompt_token_ids: tuple[int, ...] = ()
     finish_reason: str = "stop"
+    logprobs: tuple[float, ...] = ()
 
 
 @dataclass(slots=True)
@@ -152,6 +155,8 @@ class RoleSample:
         temperature: the sampling temperature its completion was drawn at; training log-probs divide logits
             by it, so they score the distribution that sampled (``<= 0``, greedy, is scored at 1, see
             :func:`spell.rl.policy.sequence_logprobs`).
+        rollout_logprobs: the rollout engine's log-probs of ``completion_ids`` (``Completion.logprobs``; may be
+            empty): only for the train/rollout mismatch metric, never in the loss.
     """
 
     role: Role
@@ -163,6 +168,7 @@ class RoleSample:
     advantage: float = 0.0
     meta: dict = field(default_factory=dict)
     temperature: float = 1.0
+    rollout_logprobs: tuple[float, ...] = ()
 
 
 # ---- configuration choices (used by pure functions, so they live here and not in spell/config/) ----

@@ -8,6 +8,9 @@ Torch only: no transformers, no spell.rl.policy.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 
 KL_CLAMP = 10.0  # low_var_kl clamps the k3 estimate to [-10, 10] (verl's choice)
@@ -145,3 +148,33 @@ def _check_shapes(
             raise ValueError(f"{name} shape {tuple(tensor.shape)} != logprobs shape {tuple(logprobs.shape)}")
     if advantages.shape != logprobs.shape[:1]:
         raise ValueError(f"advantages must be [N]={tuple(logprobs.shape[:1])}, got {tuple(advantages.shape)}")
+
+
+def rollout_logprob_gap(train_logprobs: torch.Tensor, completion_mask: torch.Tensor,
+                        rollout_logprobs: Sequence[Sequence[float]]) -> tuple[float, int]:
+    """Sum of |training - rollout| log-prob over the tokens whose rollout log-prob is known, and their count.
+
+    The mean (sum / count over a whole update) is ``train/rollout_logprob_diff``: how far the engine that sampled
+    (its numerics, precision, kernels) is from the policy the loss differentiates. On-policy it is zero in exact
+    arithmetic for the HF engine; vLLM's processed log-probs add up to -log(top_p).
+
+    Args:
+        train_logprobs: [N, L] the trainer's log-probs; ``completion_mask`` [N, L] marks each sample's completion
+            tokens (in order).
+        rollout_logprobs: per sample, one log-prob per completion token, or an empty / mismatched sequence when
+            unknown (then that sample is skipped); NaN entries are skipped.
+
+    >>> train = torch.tensor([[0.0, -1.0, -2.0], [-0.5, -0.5, 0.0]])
+    >>> mask = torch.tensor([[False, True, True], [True, False, False]])
+    >>> rollout_logprob_gap(train, mask, [(-1.5, float("nan")), ()])  # |-1 - -1.5|; the NaN and sample 2 skipped
+    (0.5, 1)
+    """
+    lengths = completion_mask.sum(dim=-1).tolist()
+    known = [torch.tensor(r, dtype=torch.float32) if len(r) == n else torch.full((n,), math.nan)
+             for r, n in zip(rollout_logprobs, lengths, strict=True)]
+    if not known:
+        return 0.0, 0
+    rollout = torch.cat(known).to(train_logprobs.device)
+    train = train_logprobs.detach()[completion_mask].float()
+    valid = torch.isfinite(rollout)
+    return float((train[valid] - rollout[valid]).abs().sum()), int(valid.sum())

@@ -45,7 +45,9 @@ class FakeScriptedEngine:
                 reply = self.script(role, text, i)
                 ids = self.tokenizer(reply, add_special_tokens=False)["input_ids"][: sampling.max_new_tokens]
                 ids = ids + [self.tokenizer.convert_tokens_to_ids("<|im_end|>")]
-                group.append(Completion(reply, tuple(ids), tuple(prompt), "stop"))
+                # a made-up sampling log-prob per token (position / -10), so tests can follow them into samples
+                logprobs = tuple(-(k + 1) / 10 for k in range(len(ids)))
+                group.append(Completion(reply, tuple(ids), tuple(prompt), "stop", logprobs))
             out.append(group)
             self.calls.append((role, 1, n))
             self.temperatures.append((role, sampling.temperature))

@@ -127,6 +127,8 @@ def test_trained_samples_carry_the_temperature_their_role_sampled_at(tiny_tokeni
     assert {s.role for s in samples} == set(Role)
     # each sample's training temperature = its role's engine call, which log-probs then divide logits by
     assert all(s.temperature in sampled_at[s.role] for s in samples)
+    # and every role's sample carries the engine's log-probs of its tokens (for train/rollout_logprob_diff)
+    assert all(s.rollout_logprobs == tuple(-(k + 1) / 10 for k in range(len(s.completion_ids))) for s in samples)
 
 
 @pytest.mark.parametrize("overrides, expect", [

@@ -6,6 +6,7 @@ tokenizer, log-probs, loss, optimizer and checkpoints are all real.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -84,3 +85,27 @@ def test_killed_run_keeps_its_memory(corpus, tiny_policy_dir, tmp_path):
     resumed = make_trainer(make_cfg(corpus, tiny_policy_dir, out, "train.max_steps=2"), out)
     assert resumed.memory.state_dict() == remembered
     assert resumed.sampler.state_dict() == first.sampler.state_dict()
+
+
+@pytest.mark.parametrize("shared_prefix", ["true", "false"])
+def test_the_update_reports_how_far_the_rollout_log_probs_are(corpus, tiny_policy_dir, tmp_path, shared_prefix):
+    from spell.rl.engine.hf import HFEngine
+    from spell.types import Role, RoleSample, SamplingParams, TaskType
+
+    trainer = make_trainer(make_cfg(corpus, tiny_policy_dir, tmp_path / "run", f"grpo.shared_prefix={shared_prefix}"))
+    engine = HFEngine(trainer.model, trainer.tokenizer)
+    prompts = [trainer.tokenizer("the river Alder")["input_ids"], trainer.tokenizer("what is 17")["input_ids"]]
+    groups = engine.generate(prompts, SamplingParams(0.8, 1.0, 6, seed=0), n=2)
+
+    def samples(shift: float) -> list[RoleSample]:
+        return [RoleSample(Role.RESPONDER, TaskType.DOC_GENERAL_QA, f"g{p}", c.prompt_token_ids, c.token_ids, 0.0,
+                           advantage=1.0 - 2 * i, temperature=0.8,
+                           rollout_logprobs=tuple(lp + shift for lp in c.logprobs))
+                for p, group in enumerate(groups) for i, c in enumerate(group)]
+
+    # on-policy the engine's decode and the trainer's forward agree to fp32 rounding
+    assert trainer.update_policy(samples(0.0))["train/rollout_logprob_diff"] < 1e-4
+    # the weights changed with that update: rollouts drawn before it, shifted by 0.25, are 0.25 + a little away
+    assert trainer.update_policy(samples(0.25))["train/rollout_logprob_diff"] == pytest.approx(0.25, abs=0.05)
+    without = trainer.update_policy([dataclasses.replace(s, rollout_logprobs=()) for s in samples(0.0)])
+    assert "train/rollout_logprob_diff" not in without  # engines that report nothing log nothing

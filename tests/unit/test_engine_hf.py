@@ -9,6 +9,7 @@ Run: .venv/bin/python -m pytest tests/unit/test_engine_hf.py -q
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import pytest
@@ -174,7 +175,13 @@ def test_unpadded_single_prompts_match_padded_batch(model, tokenizer, prompts):
 )
 def test_layout_does_not_change_greedy_output(model, tokenizer, prompts, engine_kwargs):
     expected = HFEngine(model, tokenizer).generate(prompts, GREEDY, n=2)
-    assert HFEngine(model, tokenizer, **engine_kwargs).generate(prompts, GREEDY, n=2) == expected
+    got = HFEngine(model, tokenizer, **engine_kwargs).generate(prompts, GREEDY, n=2)
+    without_logprobs = lambda groups: [[dataclasses.replace(c, logprobs=()) for c in g] for g in groups]  # noqa: E731
+    assert without_logprobs(got) == without_logprobs(expected)
+    # the log-probs come from other attention arithmetic in each layout: equal to fp32 rounding, not bit for bit
+    for got_group, want_group in zip(got, expected):
+        for c, want in zip(got_group, want_group):
+            torch.testing.assert_close(torch.tensor(c.logprobs), torch.tensor(want.logprobs), rtol=0, atol=1e-4)
 
 
 def test_tiny_top_p_is_greedy(model, tokenizer, prompts):
@@ -218,8 +225,10 @@ def test_max_new_tokens_and_completion_fields(model, tokenizer, prompts):
 def test_completion_cut_keeps_eos_id_but_not_its_text(model, tokenizer):
     engine = HFEngine(model, tokenizer)  # eos ids {0, 2}
     rows = [[40, 41, 2, 0, 0], [40, 41, 42, 43, 44]]  # row 0 stops on <|im_end|>, row 1 runs to the limit
-    (group,) = engine._to_completions([[7, 8]], rows, n=2)
+    logprobs = [[-0.1, -0.2, -0.3, -0.4, -0.5], [-1.0, -1.1, -1.2, -1.3, -1.4]]
+    (group,) = engine._to_completions([[7, 8]], rows, logprobs, n=2)
     assert group[0].token_ids == (40, 41, 2) and group[0].finish_reason == "stop"
+    assert group[0].logprobs == (-0.1, -0.2, -0.3)  # one per kept token, the padding after eos dropped
     assert group[0].text == tokenizer.decode([40, 41]) and "<|im_end|>" not in group[0].text
     assert group[1].token_ids == (40, 41, 42, 43, 44) and group[1].finish_reason == "length"
     assert group[0].prompt_token_ids == group[1].prompt_token_ids == (7, 8)
@@ -493,3 +502,22 @@ def test_auto_compute_dtype_is_bf16_on_cuda(tokenizer, prompts, shared_caches):
     layer = shared_caches[0].layers[0]
     assert layer.prefix_keys.dtype == layer._key_buffer.dtype == layer.prefix_values.dtype == torch.bfloat16
     assert next(gpu_model.parameters()).dtype == torch.float32  # parameters untouched
+
+
+def test_completions_carry_the_log_probs_the_trainer_scores(model, tokenizer, prompts):
+    from spell.rl.policy import collate, sequence_logprobs
+    from spell.types import Role, RoleSample, TaskType
+
+    engine = HFEngine(model, tokenizer)
+    (group,) = engine.generate(prompts[:1], SamplingParams(0.7, 1.0, 6, seed=0), n=2)
+    samples = [RoleSample(Role.RESPONDER, TaskType.DOC_MC, "g", c.prompt_token_ids, c.token_ids, 0.0,
+                          temperature=0.7) for c in group]
+    batch = collate(samples, pad_id=tokenizer.pad_token_id)
+    with torch.no_grad():
+        train, _ = sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
+                                     temperature=batch["temperatures"])
+    for row, c in enumerate(group):
+        assert len(c.logprobs) == len(c.token_ids) > 0
+        # the engine's decode (KV cache, T = 0.7) and the trainer's full forward agree to fp32 rounding
+        torch.testing.assert_close(train[row][batch["completion_mask"][row]], torch.tensor(c.logprobs),
+                                   rtol=0, atol=1e-4)

@@ -27,14 +27,13 @@ from spell.rl import distributed
 from spell.rl.engine import SleepingEngine, build_engine
 from spell.rl.engine import vllm as vllm_engine
 from spell.rl.engine.vllm import (
-    SampledCompletion,
     VLLMEngine,
     rollout_dtype,
     vllm_weight_name,
     vllm_weights,
     weight_buckets,
 )
-from spell.types import EngineKind, SamplingParams
+from spell.types import Completion, EngineKind, SamplingParams
 from tests.fakes.fake_vllm import FakeCompletionOutput, FakeLogprob, fake_vllm_module
 from tests.fakes.scripted_engine import FakeScriptedEngine
 from tests.integration.test_selfplay_step import DOCSETS, script
@@ -148,7 +147,7 @@ def test_token_ids_in_and_out_with_sampling_logprobs(tiny_model, tiny_tokenizer)
     for prompt, group in zip(prompts, out):
         for index, completion in enumerate(group):  # the fake answers in reverse order; the engine sorts by index
             expected = [(sum(prompt) + 7 * index + k) % 50 + 3 for k in range(3)]
-            assert isinstance(completion, SampledCompletion)
+            assert isinstance(completion, Completion)
             assert completion.token_ids == tuple(expected) and completion.prompt_token_ids == tuple(prompt)
             assert completion.text == tiny_tokenizer.decode(expected, skip_special_tokens=True)
             assert completion.logprobs == pytest.approx((-0.1, -0.2, -0.3)) and completion.finish_reason == "stop"

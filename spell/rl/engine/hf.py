@@ -98,6 +98,17 @@ def sample_next_token(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def token_logprob(logits: torch.Tensor, token: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log p(token) per row under ``softmax(logits / T)`` (greedy, ``T <= 0``, at 1): what the trainer scores,
+    so the rollout and training log-probs of a sample differ only by numerics. logits [B, V], token [B] -> [B].
+
+    >>> round(float(token_logprob(torch.tensor([[0.0, 0.0]]), torch.tensor([1]), 1.0)[0]), 4)  # log(1/2)
+    -0.6931
+    """
+    scaled = logits.float() / (temperature if temperature > 0 else 1.0)
+    return torch.log_softmax(scaled, dim=-1).gather(-1, token[:, None]).squeeze(-1)
+
+
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token-id lists into ``input_ids`` and ``attention_mask``, both [B, L_max] int64."""
     width = max(len(p) for p in prompts)
@@ -255,14 +266,16 @@ class HFEngine:
             del cache  # its tensors live on, once, as the shared layers' prefixes
             positions = prompt_mask.sum(dim=-1, keepdim=True).repeat_interleave(n, dim=0)  # [rows, 1]
             with shared_prefix_attention_enabled(self.model):
-                tokens = self._decode(logits, partial(self._shared_forward, shared, positions), sampling, generator)
+                tokens, logprobs = self._decode(logits, partial(self._shared_forward, shared, positions), sampling,
+                                                generator)
         else:
             if layout == "copied" and n > 1:
                 cache.batch_repeat_interleave(n)
                 prompt_mask = prompt_mask.repeat_interleave(n, dim=0)
             reserve_cache(cache, sampling.max_new_tokens)
-            tokens = self._decode(logits, partial(self._copied_forward, cache, prompt_mask), sampling, generator)
-        return self._to_completions(prompts, tokens, n)
+            tokens, logprobs = self._decode(logits, partial(self._copied_forward, cache, prompt_mask), sampling,
+                                            generator)
+        return self._to_completions(prompts, tokens, logprobs, n)
 
     def _shared_forward(self, cache: Any, positions: torch.Tensor, token: torch.Tensor, step: int) -> torch.Tensor:
         """Feed the tokens sampled at ``step`` [rows] on the shared-prefix cache; return the next logits [rows, V]."""
@@ -295,38 +308,41 @@ class HFEngine:
         forward: Callable[[torch.Tensor, int], torch.Tensor],
         sampling: SamplingParams,
         generator: torch.Generator | None,
-    ) -> list[list[int]]:
+    ) -> tuple[list[list[int]], list[list[float]]]:
         """Sample a token per row from ``logits`` [rows, V], feed it with ``forward(token, step)``, repeat.
 
         Rows that drew an eos get the pad token from then on (they keep their place, so the random draws of the
-        other rows do not depend on when a row stops). Returns the tokens [rows, steps] as lists.
+        other rows do not depend on when a row stops). Returns the tokens [rows, steps] and their log-probs
+        (:func:`token_logprob`) as lists.
         """
         rows = logits.shape[0]
         eos = torch.tensor(sorted(self.eos_token_ids), dtype=torch.long, device=logits.device)
         finished = torch.zeros(rows, dtype=torch.bool, device=logits.device)
         steps: list[torch.Tensor] = []
+        logprobs: list[torch.Tensor] = []
         for step in range(sampling.max_new_tokens):
             token = sample_next_token(logits, sampling.temperature, sampling.top_p, generator)
             token = token.masked_fill(finished, self.pad_token_id)
             steps.append(token)
+            logprobs.append(token_logprob(logits, token, sampling.temperature))
             finished |= torch.isin(token, eos)
             if step + 1 == sampling.max_new_tokens or bool(finished.all()):
                 break
             logits = forward(token, step)
-        return torch.stack(steps, dim=1).tolist()  # [rows, steps]
+        return torch.stack(steps, dim=1).tolist(), torch.stack(logprobs, dim=1).tolist()  # [rows, steps] each
 
     def _to_completions(
-        self, prompts: Sequence[Sequence[int]], tokens: list[list[int]], n: int
+        self, prompts: Sequence[Sequence[int]], tokens: list[list[int]], logprobs: list[list[float]], n: int
     ) -> list[list[Completion]]:
         """Cut each row after its first eos and decode; rows are grouped n per prompt."""
         grouped: list[list[Completion]] = []
         for index, prompt in enumerate(prompts):
             group = []
-            for row in tokens[index * n : (index + 1) * n]:
+            for row, row_logprobs in zip(tokens[index * n : (index + 1) * n], logprobs[index * n : (index + 1) * n]):
                 stop_at = next((i for i, t in enumerate(row) if t in self.eos_token_ids), None)
                 ids = row if stop_at is None else row[: stop_at + 1]
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
                 reason = "length" if stop_at is None else "stop"
-                group.append(Completion(text, tuple(ids), tuple(prompt), reason))
+                group.append(Completion(text, tuple(ids), tuple(prompt), reason, tuple(row_logprobs[: len(ids)])))
             grouped.append(group)
         return grouped

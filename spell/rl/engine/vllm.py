@@ -2,7 +2,9 @@
 
 Same contract as the HF engine (spec §3 stages 3, 5, 6, 8): token-id prompts in, n completions each out, token ids
 kept as sampled; text is decoded here with the policy's own tokenizer (vLLM never loads one). Each completion also
-carries the log-prob vLLM sampled each token at (:class:`SampledCompletion`).
+carries the log-prob vLLM sampled each token at (``Completion.logprobs``: temperature AND top-p applied, vLLM's
+processed log-probs, so they sit up to -log(top_p) above the trainer's temperature-only ones in
+``train/rollout_logprob_diff``; NaN for a stop token vLLM did not report).
 
 Colocated, SPMD (``colocate=True``, what ``spell train`` builds), as TRL's colocate mode and verl's hybrid engine:
 
@@ -36,7 +38,6 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -57,19 +58,6 @@ SUPPORTED_VLLM = ((0, 20), (0, 27))  # [low, high): the range pinned in pyprojec
 _PEFT_PREFIX = "base_model.model."
 _WRAPPER_PARTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
 _TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-
-
-@dataclass(frozen=True, slots=True)
-class SampledCompletion(Completion):
-    """A :class:`Completion` with vLLM's log-prob of each of its tokens.
-
-    Attributes:
-        logprobs: one per ``token_ids`` entry: log p(token) under the distribution vLLM sampled from (temperature
-            and top-p applied, vLLM's ``processed_logprobs``). Training log-probs apply the temperature only, so
-            they are lower by -log(nucleus mass), at most -log(top_p). NaN for a stop token vLLM did not report.
-    """
-
-    logprobs: tuple[float, ...] = ()
 
 
 def rollout_dtype(model_dtype: str) -> str:
@@ -255,7 +243,7 @@ class VLLMEngine:
 
     # ---- generation -------------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams, n: int = 1
-                 ) -> list[list[SampledCompletion]]:
+                 ) -> list[list[Completion]]:
         """Sample ``n`` completions for every prompt (temperature ``<= 0`` = greedy: one sample, copied n times).
 
         Args:
@@ -271,7 +259,7 @@ class VLLMEngine:
         if not prompts:  # a round where every question was rejected early
             return []
         if sampling.max_new_tokens <= 0:  # vLLM needs max_tokens >= 1; the HF engine returns empty completions
-            return [[SampledCompletion("", (), tuple(p), "length") for _ in range(n)] for p in prompts]
+            return [[Completion("", (), tuple(p), "length") for _ in range(n)] for p in prompts]
         self._wake()
         greedy = sampling.temperature <= 0
         params = self._vllm.SamplingParams(
@@ -292,8 +280,8 @@ class VLLMEngine:
             results.append(group * n if greedy else group)
         return results
 
-    def _to_completion(self, output: Any, prompt: Sequence[int]) -> SampledCompletion:
-        """A vLLM ``CompletionOutput`` as a :class:`SampledCompletion`: the stop token kept in ``token_ids``, the text
+    def _to_completion(self, output: Any, prompt: Sequence[int]) -> Completion:
+        """A vLLM ``CompletionOutput`` as a :class:`Completion`: the stop token kept in ``token_ids``, the text
         decoded without special tokens, any finish reason other than ``stop`` reported as ``length``."""
         ids = list(output.token_ids)
         positions = output.logprobs or []  # per token: {token id: Logprob}, the sampled token always present
@@ -305,7 +293,7 @@ class VLLMEngine:
             logprobs.append(math.nan)
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         reason = "stop" if output.finish_reason == "stop" else "length"
-        return SampledCompletion(text, tuple(ids), tuple(prompt), reason, tuple(logprobs))
+        return Completion(text, tuple(ids), tuple(prompt), reason, tuple(logprobs))
 
     # ---- memory and weights -------------------------------------------------------------------------
     def sleep(self) -> None:
