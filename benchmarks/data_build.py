@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from spell.plan.measure import peak_rss
+
 ROOT = Path(__file__).resolve().parents[1]
 # filter-pass laps of the build report -> the stage they belong to here
 NEAR_DUP_LAPS = ("minhash", "near_dedup")
@@ -100,10 +102,8 @@ def fit_exponent(xs: list[float], ys: list[float]) -> float:
 
 
 def peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """This process's peak RSS (VmHWM)."""
+    return peak_rss() / 2**20
 
 
 def run_one(corpus: str, out: str) -> None:

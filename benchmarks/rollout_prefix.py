@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from spell.plan.measure import current_rss, peak_rss
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("shared", "copied", "repeated", "generate")
@@ -109,16 +110,12 @@ def run_variant(variant: str, model, tokenizer, prompt: list[int], args: argpars
 
 
 def peak_rss_mib() -> float:
-    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries that over from the parent across fork+exec."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS (VmHWM; not ru_maxrss, which Linux carries over from the parent across fork+exec)."""
+    return peak_rss() / 2**20
 
 
 def current_rss_mib() -> float:
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * resource.getpagesize() / 2**20
+    return current_rss() / 2**20
 
 
 def probe(args: argparse.Namespace) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from spell.plan.measure import current_rss, peak_rss
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("per_sample", "shared")
@@ -99,17 +100,12 @@ def update(variant: str, model, optimizer, samples, args: argparse.Namespace) ->
 
 
 def peak_rss_mib() -> float:
-    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries that over from the parent across fork+exec,
-    so a child of a large parent would report the parent's footprint."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS (VmHWM; not ru_maxrss, which Linux carries over from the parent across fork+exec)."""
+    return peak_rss() / 2**20
 
 
 def current_rss_mib() -> float:
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * resource.getpagesize() / 2**20
+    return current_rss() / 2**20
 
 
 def probe(args: argparse.Namespace) -> None:
