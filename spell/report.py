@@ -84,7 +84,7 @@ def heldout_change(output_dir: Path) -> dict | None:
     out = {"from_step": int(files[0].stem.split("_")[1]), "to_step": int(files[-1].stem.split("_")[1]), "tasks": {}}
     for name, keys in groups.items():
         before, after = [first[k]["score"] for k in keys], [last[k]["score"] for k in keys]
-        stats = paired_bootstrap(before, after) if len(keys) > 1 else (after[0] - before[0], 0.0, 0.0, 0.0)
+        stats = paired_bootstrap(before, after)
         out["tasks"][name] = {"questions": len(keys), "before": 100 * sum(before) / len(keys),
                               "after": 100 * sum(after) / len(keys), **dict(zip(("delta", "se", "low", "high"),
                                                                               (100 * v for v in stats)))}

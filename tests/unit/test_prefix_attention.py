@@ -50,14 +50,19 @@ def test_the_completion_mask_is_linear_in_the_prompt_not_the_square_of_the_row()
     assert not mask[1, 0, 1:].any()  # row 1 has one completion token; the rest of its queries see nothing
 
 
-def test_a_switched_model_generates_and_scores_exactly_as_sdpa(tiny_model):
+def test_a_switched_model_generates_and_scores_exactly_as_sdpa(tiny_model, tmp_path):
     ids = torch.tensor([[0, 0, 5, 6, 7], [4, 3, 2, 9, 8]])
     attention = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])  # left padding: the mask path, not is_causal
     before = tiny_model(input_ids=ids, attention_mask=attention).logits
     assert use_prefix_attention(tiny_model) and tiny_model.config._attn_implementation == PREFIX_ATTENTION
     after = tiny_model(input_ids=ids, attention_mask=attention).logits
     torch.testing.assert_close(after, before, rtol=0, atol=0)
-    assert "attn_implementation" not in tiny_model.config.to_json_string()  # never saved with the model
+    tiny_model.save_pretrained(tmp_path)  # never saved with the model: a reload is plain sdpa again
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)  # the default implementation, not ours
+    assert reloaded.config._attn_implementation == "sdpa"
+    assert PREFIX_ATTENTION not in (tmp_path / "config.json").read_text()
 
 
 def test_other_attention_implementations_are_left_alone(tiny_model):

@@ -314,7 +314,7 @@ def test_build_world_rejects_out_of_range_arguments(tmp_path, kwargs):
 
 def test_target_tokens_are_counted_with_the_tokenizer(tmp_path):
     from spell.builtin.defaults import SHIPPED_POLICY
-    from spell.builtin.world.build import token_counter
+    from spell.corpus.tokens import token_counter
 
     paths = build_world(tmp_path, num_train_sets=4, num_heldout_sets=2, target_tokens=1000, tokenizer=SHIPPED_POLICY)
     count = token_counter(SHIPPED_POLICY)

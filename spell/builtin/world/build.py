@@ -25,6 +25,7 @@ from spell.builtin.world.entities import HOBBIES, ORG_SUFFIXES, SECTORS, NamePoo
 from spell.builtin.world.filler import TOKENS_PER_WORD, approx_tokens, filler_vocabulary
 from spell.builtin.world.questions import QuestionWriter
 from spell.builtin.world.render import DOC_KINDS, MAX_DOCS, MIN_DOCS, Fact, render_set, template_vocabulary
+from spell.corpus.tokens import token_counter
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ def build_world(
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     doc_kinds = DOC_KINDS[:docs_per_set]
-    count_tokens = token_counter(tokenizer) if tokenizer is not None else None
+    count_tokens = token_counter(str(tokenizer)) if tokenizer is not None else None
     train, train_names = _build_split("train", num_train_sets, seed, doc_kinds, target_tokens, filler, count_tokens)
     heldout, heldout_names = _build_split("heldout", num_heldout_sets, seed, doc_kinds, target_tokens, filler,
                                           count_tokens)
@@ -237,14 +238,6 @@ def build_world(
     paths.manifest.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     logger.info("world built in %s: %d train sets, %d held-out questions", root, len(train), len(questions))
     return paths
-
-
-def token_counter(tokenizer: str | Path) -> Callable[[str], int]:
-    """Token count of a text with the Hugging Face tokenizer in folder ``tokenizer`` (no special tokens)."""
-    from transformers import AutoTokenizer
-
-    loaded = AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
-    return lambda text: len(loaded(text, add_special_tokens=False)["input_ids"])
 
 
 def _manifest(seed: int, arguments: dict, train: list[_BuiltSet], heldout: list[_BuiltSet], questions: list[dict],

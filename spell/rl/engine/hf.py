@@ -162,6 +162,7 @@ class HFEngine:
         self.compute_dtype = compute_dtype
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_token_id = int(pad) if pad is not None else 0
+        self._shared_ok = True  # until a model the shared-prompt attention cannot serve (warned about once)
         self.sync_weights(model)
 
     def sync_weights(self, model: Any) -> None:
@@ -174,7 +175,7 @@ class HFEngine:
         self.eos_token_ids = resolve_eos_ids(self.tokenizer, model)
         self._cache_kwarg = cache_kwarg(model)
         shared_ok = supports_shared_prefix(model)
-        if self.prompt_kv == "shared" and not shared_ok and getattr(self, "_shared_ok", True):  # once per model
+        if self.prompt_kv == "shared" and not shared_ok and self._shared_ok:  # once per model
             logger.info(
                 "%s: prompt KV copied per sample (shared-prompt attention needs full attention layers "
                 "dispatched through transformers' AttentionInterface)",

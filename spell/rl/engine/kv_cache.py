@@ -19,7 +19,8 @@ try:  # transformers >= 4.56 keeps one object per layer in a cache
     from transformers import AttentionInterface
     from transformers.cache_utils import Cache, CacheLayerMixin, DynamicLayer
 except ImportError:  # older caches: the engine falls back to prompt_kv="copied" without preallocated buffers
-    DynamicLayer = CacheLayerMixin = None
+    AttentionInterface = Cache = CacheLayerMixin = DynamicLayer = None
+    ReservedLayer = SharedPrefixLayer = SharedPrefixCache = None  # defined below only when the classes exist
 
 SHARED_PREFIX_ATTENTION = "spell_shared_prefix"  # the name registered in transformers' AttentionInterface
 SHARED_PREFIX_KWARG = "spell_shared_prefix_cache"  # forward kwarg that carries the cache to the attention function
