@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spell.config import SpellConfig
+from spell.config.run import parse_rope_scaling
 from spell.plan.arch import ModelArch
 from spell.types import EngineKind
 
@@ -237,16 +238,18 @@ def _vllm_items(cfg: SpellConfig, arch: ModelArch, gpu_memory: float | None) -> 
     space must hold one responder group (the prompt cached once) and one ``max_model_len`` sequence."""
     if gpu_memory is None:
         return [], ["vLLM reserves engine.gpu_memory_utilization of each GPU: give --gpu-memory-gb to count it"]
-    sleep = getattr(cfg.engine, "sleep_level", 0)
+    sleep = cfg.engine.sleep_level
     reserved = cfg.engine.gpu_memory_utilization * gpu_memory
     items = [Item(f"vLLM reservation ({cfg.engine.gpu_memory_utilization:g} of the GPU"
                   + (", asleep during the update)" if sleep else ", no sleep mode)"), "rollout" if sleep else "always",
                   reserved)]
-    bucket = getattr(cfg.engine, "weight_sync_bucket_mb", 0) * 2**20
+    bucket = cfg.engine.weight_sync_bucket_mb * 2**20
     if bucket:
         items.append(Item("weight-sync bucket (gathered weights)", "rollout", bucket))
     capacity = (reserved - arch.params * 2 - VLLM_OVERHEAD) / arch.kv_bytes_per_token(2)
-    longest = getattr(cfg.engine, "max_model_len", 0) or arch.max_positions
+    # vLLM's default max_model_len is the model's limit, scaled by model.rope_scaling (its config folder says so)
+    factor = parse_rope_scaling(cfg.model.rope_scaling)[1] if cfg.model.rope_scaling else 1.0
+    longest = cfg.engine.max_model_len or int(arch.max_positions * factor)
     needed = max(cfg.data.max_prompt_tokens + cfg.responder.group_size * cfg.responder.max_new_tokens, longest)
     notes = [] if capacity >= needed else [
         f"vLLM's KV space holds about {max(capacity, 0):,.0f} tokens, less than {needed:,} (one responder group, "

@@ -149,10 +149,20 @@ def test_vllm_reservation_sleeps_through_the_update(qwen):
     asleep = plan_memory(load_config("qwen2.5-7b-instruct", base), qwen, world=8, gpu_memory=80 * GIB)
     reserved = next(i for i in asleep.items if i.name.startswith("vLLM reservation"))
     assert reserved.bytes == 40 * GIB and not any(name.startswith("rollout replica") for name in _items(asleep))
-    if hasattr(load_config(None).engine, "sleep_level"):
-        assert reserved.phase == "rollout"
-        awake = plan_memory(load_config("qwen2.5-7b-instruct", [*base, "engine.sleep_level=0"]), qwen, 8, 80 * GIB)
-        assert awake.total("update") == asleep.total("update") + 40 * GIB
+    assert reserved.phase == "rollout"
+    awake = plan_memory(load_config("qwen2.5-7b-instruct", [*base, "engine.sleep_level=0"]), qwen, 8, 80 * GIB)
+    assert awake.total("update") == asleep.total("update") + 40 * GIB
+
+
+def test_vllm_kv_space_must_hold_the_rope_scaled_model_length(qwen):
+    # 0.25 x 80 GiB = 20 GiB reserved; minus bf16 weights (2 B x 7.62B = 14.2 GiB) and vLLM's overhead, the KV
+    # space (57,344 B per token, ~71K tokens) holds fewer than 131,072 (32,768 x YaRN 4) but more than the 49,152
+    # one responder group needs (16,384 + 8 x 4,096)
+    base = ["engine.kind=vllm", "engine.gpu_memory_utilization=0.25"]
+    plain = plan_memory(load_config("qwen2.5-7b-instruct", base), qwen, world=8, gpu_memory=80 * GIB)
+    scaled = plan_memory(load_config("qwen2.5-7b-instruct", [*base, "model.rope_scaling=yarn:4"]), qwen, 8, 80 * GIB)
+    assert not any("KV space" in note for note in plain.notes)
+    assert any("KV space" in note and "131,072" in note for note in scaled.notes)
 
 
 # ---- the smallest change -------------------------------------------------------------------------------------
