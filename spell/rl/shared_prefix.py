@@ -131,21 +131,7 @@ def shared_prefix_logprobs(model: nn.Module, batch: dict[str, torch.Tensor], chu
         ``(logprobs, entropy)``, float32, shape [N, C]: ``logprobs[n, t]`` = log p(completion token t of sample
         n | prompt, earlier tokens) where ``completion_mask[n, t]``, else 0. ``entropy`` likewise, or None.
     """
-    segment = batch["segment"]
-    attention_kwargs = {}
-    if use_prefix_attention(model):
-        mask = completion_attention(segment, batch["prefix_lengths"], batch["row_lengths"])
-        attention_kwargs = {"prefix_lengths": batch["prefix_lengths"].tolist(),
-                            "row_lengths": batch["row_lengths"].tolist()}
-    else:
-        mask = segment_attention(segment)
-    # Additive fp32 masks for eager (it adds the mask to the scores) and on CPU: PyTorch's CPU attention converts
-    # a bool mask to a float one in EVERY layer and keeps each copy for backward (measured: 4 layers at 6K
-    # tokens, 632 MiB with a bool mask vs 180 MiB with one shared float mask, the same as is_causal). CUDA keeps
-    # the bool mask (not measured here).
-    if mask.device.type == "cpu" or getattr(model.config, "_attn_implementation", "sdpa") == "eager":
-        mask = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill(
-            ~mask, torch.finfo(torch.float32).min)
+    mask, attention_kwargs = _attention_inputs(model, batch)
     temperatures = batch["temperatures"]
     flat_lp, flat_entropy = model_forward(model)(
         batch["input_ids"], mask, batch["position_ids"], batch["hidden_index"], batch["targets"],
@@ -156,6 +142,31 @@ def shared_prefix_logprobs(model: nn.Module, batch: dict[str, torch.Tensor], chu
     logprobs = flat_lp.new_zeros(shape).index_put(index, flat_lp)
     entropy = flat_entropy.new_zeros(shape).index_put(index, flat_entropy) if with_entropy else None
     return logprobs, entropy
+
+
+def _attention_inputs(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+    """The mask (and prefix-attention layout) ``model`` needs for ``batch``, built once per batch and kept in it: a
+    second pass over the same batch (the KL reference) reuses it instead of building it again."""
+    prefix = use_prefix_attention(model)
+    eager = getattr(model.config, "_attn_implementation", "sdpa") == "eager"
+    key = ("_mask", prefix, eager)
+    if key not in batch:
+        segment = batch["segment"]
+        if prefix:
+            mask = completion_attention(segment, batch["prefix_lengths"], batch["row_lengths"])
+        else:
+            mask = segment_attention(segment)
+        # Additive fp32 masks for eager (it adds the mask to the scores) and on CPU: PyTorch's CPU attention
+        # converts a bool mask to a float one in EVERY layer and keeps each copy for backward (measured: 4 layers
+        # at 6K tokens, 632 MiB with a bool mask vs 180 MiB with one shared float mask, the same as is_causal).
+        # CUDA keeps the bool mask (not measured here).
+        if mask.device.type == "cpu" or eager:
+            mask = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill(
+                ~mask, torch.finfo(torch.float32).min)
+        batch[key] = mask
+    kwargs = ({"prefix_lengths": batch["prefix_lengths"].tolist(), "row_lengths": batch["row_lengths"].tolist()}
+              if prefix else {})
+    return batch[key], kwargs
 
 
 def completion_attention(segment: torch.Tensor, prefix_lengths: torch.Tensor,

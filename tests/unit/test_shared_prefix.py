@@ -102,3 +102,13 @@ def test_prompt_units_split_a_group_that_exceeds_the_budget():
     samples = [_sample([1] * 10, [2] * 4, 0.0) for _ in range(5)]
     # 10 + 4 + 4 = 18 <= 20, a third would make 22: units of two, the last alone
     assert prompt_units(samples, max_tokens=20) == [[0, 1], [2, 3], [4]]
+
+
+def test_a_second_pass_over_a_batch_reuses_its_mask(tiny_model):
+    batch = pack_shared_prompts(_samples(), pad_id=0)
+    first, _ = shared_prefix_logprobs(tiny_model, batch)
+    masks = [k for k in batch if isinstance(k, tuple) and k[0] == "_mask"]
+    assert len(masks) == 1  # built once and kept in the batch (the KL reference pass reads the same batch)
+    kept = batch[masks[0]]
+    second, _ = shared_prefix_logprobs(tiny_model, batch)
+    assert batch[masks[0]] is kept and torch.equal(first, second)
