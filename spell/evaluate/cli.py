@@ -9,6 +9,7 @@ loaded, so bad input fails in seconds with a one-line message and exit code 2. I
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -189,16 +190,22 @@ def model_positions(model_path: Path, rope_scaling: str | None) -> int | None:
 def rope_scaled_folder(model_path: Path, rope_scaling: str, output_dir: Path) -> Path:
     """A folder that loads ``model_path`` with ``rope_scaling`` in any loader (vLLM reads the model from disk):
     its config.json gains the rope-scaling fields, every other file is a symbolic link to the original.
-    Written once into ``output_dir`` (``{model}_{type}{factor}``) and reused."""
+    Written into ``output_dir`` (``{model}_{type}{factor}_{hash of the model's resolved path}``, so two models of
+    the same folder name never share one) and reused; links that point elsewhere are replaced."""
     kind, factor = parse_rope_scaling(rope_scaling)
-    folder = output_dir / f"{model_path.resolve().name}_{kind}{factor:g}"
+    source_dir = model_path.resolve()
+    digest = hashlib.sha256(str(source_dir).encode()).hexdigest()[:8]
+    folder = output_dir / f"{source_dir.name}_{kind}{factor:g}_{digest}"
     config = json.loads((model_path / "config.json").read_text(encoding="utf-8"))
     config.update(rope_scaling_fields(config, rope_scaling))
     folder.mkdir(parents=True, exist_ok=True)
-    for source in sorted(model_path.resolve().iterdir()):
+    for source in sorted(source_dir.iterdir()):
         target = folder / source.name
-        if source.name != "config.json" and not target.exists():
-            target.symlink_to(source)
+        if source.name == "config.json" or (target.is_symlink() and target.resolve() == source.resolve()):
+            continue
+        if target.is_symlink():
+            target.unlink()  # a link of ours to an older file: point it at the current one
+        target.symlink_to(source)
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return folder
 

@@ -238,3 +238,18 @@ def test_progress_summary_arithmetic(monkeypatch):
     meter.samples, meter.tokens = 10, 2_000
     # 10 samples in 10 s = 1/s, 200 tok/s; 30 samples left at 1/s = 30 s
     assert meter.summary() == "1.00 samples/s, 200 tok/s, ETA 0:00:30"
+
+
+def test_two_models_of_one_folder_name_never_share_a_scaled_folder(tiny_policy_dir, tmp_path):
+    import shutil
+
+    from spell.evaluate import cli
+
+    first, second = tmp_path / "a" / "policy", tmp_path / "b" / "policy"  # same name, other weights
+    shutil.copytree(tiny_policy_dir, first)
+    shutil.copytree(tiny_policy_dir, second)
+    out = tmp_path / "eval"
+    one, two = cli.rope_scaled_folder(first, "yarn:2", out), cli.rope_scaled_folder(second, "yarn:2", out)
+    assert one != two
+    assert (one / "model.safetensors").resolve() == (first / "model.safetensors").resolve()
+    assert (two / "model.safetensors").resolve() == (second / "model.safetensors").resolve()
