@@ -12,7 +12,6 @@ Run: .venv/bin/python -m pytest tests/unit/test_engine_vllm.py -q
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import socket
@@ -36,22 +35,13 @@ from spell.rl.engine.vllm import (
 from spell.types import Completion, EngineKind, SamplingParams
 from tests.fakes.fake_vllm import FakeCompletionOutput, FakeLogprob, fake_vllm_module
 from tests.fakes.scripted_engine import FakeScriptedEngine
-from tests.integration.test_selfplay_step import DOCSETS, script
-from tests.integration.test_trainer import make_cfg
+from tests.integration.test_selfplay_step import script
+from tests.integration.test_trainer import corpus, make_cfg  # noqa: F401 (corpus: the shared fixture)
 
 
 @pytest.fixture(autouse=True)
 def _restore_env(monkeypatch):
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # the engine sets it; monkeypatch restores it
-
-
-@pytest.fixture()
-def corpus(tmp_path):
-    """The five scripted document sets of tests/integration/test_selfplay_step.py as a corpus file."""
-    path = tmp_path / "corpus.jsonl"
-    path.write_text("".join(json.dumps({"id": d.id, "documents": list(d.documents), "task": "doc_general_qa"}) + "\n"
-                            for d in DOCSETS))
-    return path
 
 
 def make_engine(model, tokenizer, **kwargs) -> VLLMEngine:
@@ -299,7 +289,7 @@ def scripted_vllm(policy_dir):
     return fake_vllm_module(complete)
 
 
-def test_trainer_sleeps_vllm_before_the_backward_and_wakes_it_before_rollouts(corpus, tiny_policy_dir, tmp_path,
+def test_trainer_sleeps_vllm_before_the_backward_and_wakes_it_before_rollouts(corpus, tiny_policy_dir, tmp_path,  # noqa: F811
                                                                                monkeypatch):
     from spell.trainer import Trainer
 
@@ -324,7 +314,7 @@ def test_trainer_sleeps_vllm_before_the_backward_and_wakes_it_before_rollouts(co
     assert "timing/engine_sleep_s" in timings and "timing/sync_weights_s" in timings
 
 
-def test_trainer_with_lora_syncs_merged_weights_to_vllm(corpus, tiny_policy_dir, tmp_path, monkeypatch):
+def test_trainer_with_lora_syncs_merged_weights_to_vllm(corpus, tiny_policy_dir, tmp_path, monkeypatch):  # noqa: F811
     from spell.trainer import Trainer
 
     monkeypatch.setitem(sys.modules, "vllm", scripted_vllm(tiny_policy_dir))
@@ -342,7 +332,7 @@ def test_trainer_with_lora_syncs_merged_weights_to_vllm(corpus, tiny_policy_dir,
     assert not torch.equal(latest["model.layers.0.self_attn.q_proj.weight"], base.to(torch.bfloat16))  # trained
 
 
-def test_tensor_parallel_training_is_refused_before_the_model_loads(corpus, tiny_policy_dir, tmp_path, monkeypatch):
+def test_tensor_parallel_training_is_refused_before_the_model_loads(corpus, tiny_policy_dir, tmp_path, monkeypatch):  # noqa: F811
     from spell.trainer import Trainer
 
     monkeypatch.setattr(distributed, "dist_info", lambda: distributed.DistInfo(rank=0, world_size=2))
@@ -402,7 +392,7 @@ def _sharded_worker(rank: int, port: int, policy_dir: str, corpus_path: str, out
         dist.destroy_process_group()
 
 
-def test_fsdp2_shards_are_gathered_into_vllm_on_two_ranks(tiny_policy_dir, corpus, tmp_path):
+def test_fsdp2_shards_are_gathered_into_vllm_on_two_ranks(tiny_policy_dir, corpus, tmp_path):  # noqa: F811
     import torch.multiprocessing as mp
 
     mp.spawn(_sharded_worker, args=(_free_port(), str(tiny_policy_dir), str(corpus), str(tmp_path)), nprocs=2)
