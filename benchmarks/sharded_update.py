@@ -92,8 +92,9 @@ def all_reduce_gradients_baseline(model: torch.nn.Module, bucket_numel: int = 2*
 
 def update(model, optimizer, samples, args, world_size: int, sharded: bool) -> float:
     """One update (micro-batches, backward, gradient sync, clip, AdamW step); returns its wall time."""
+    from spell.rl.batching import collate, pack_micro_batches
     from spell.rl.losses import grpo_loss
-    from spell.rl.policy import collate, pack_micro_batches, sequence_logprobs
+    from spell.rl.policy import sequence_logprobs
     from spell.rl.sharding import full_tensor, gradient_scale, set_gradient_sync
 
     torch.distributed.barrier()

@@ -71,8 +71,9 @@ def build(args: argparse.Namespace, prompt_tokens: int):
 
 def update(variant: str, model, optimizer, samples, args: argparse.Namespace) -> float:
     """One full update (all micro-batches, backward, AdamW step); returns its wall time."""
+    from spell.rl.batching import collate, pack_micro_batches
     from spell.rl.losses import grpo_loss
-    from spell.rl.policy import collate, pack_micro_batches, sequence_logprobs
+    from spell.rl.policy import sequence_logprobs
     from spell.rl.shared_prefix import pack_shared_prompts, prompt_units, shared_prefix_logprobs
 
     start = time.perf_counter()

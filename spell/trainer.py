@@ -29,6 +29,7 @@ from spell.experience import SUMMED_METRICS, collect_experience, sample_dump
 from spell.heldout import heldout_metrics, load_heldout
 from spell.memory import HistoryMemory, merge_memory_states
 from spell.rl import distributed, rundir
+from spell.rl.batching import collate, pack_micro_batches
 from spell.rl.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -39,14 +40,7 @@ from spell.rl.checkpoint import (
 from spell.rl.engine import Engine, SleepingEngine, build_engine
 from spell.rl.losses import grpo_loss, rollout_logprob_gap
 from spell.rl.metrics import MetricLogger, dump_samples, pop_timings, progress, stage_timer
-from spell.rl.policy import (
-    autocast_dtype,
-    collate,
-    load_policy,
-    pack_micro_batches,
-    resolve_device,
-    sequence_logprobs,
-)
+from spell.rl.policy import autocast_dtype, load_policy, resolve_device, sequence_logprobs
 from spell.rl.sharding import (
     copy_full_weights,
     full_tensor,

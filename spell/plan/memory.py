@@ -126,7 +126,7 @@ def micro_batch_shape(cfg: SpellConfig) -> tuple[int, int, int]:
     """(T, P, C): the largest micro-batch's padded tokens, the longest prompt and the longest trained completion.
 
     Micro-batches are packed to ``grpo.micro_batch_tokens``; a sample (prompt + completion) longer than that
-    gets a micro-batch of its own (spell.rl.policy.pack_micro_batches, spell.rl.shared_prefix.prompt_units).
+    gets a micro-batch of its own (spell.rl.batching.pack_micro_batches, spell.rl.shared_prefix.prompt_units).
     """
     prompt = cfg.data.max_prompt_tokens
     completion = max(cfg.responder.max_new_tokens, cfg.questioner.max_new_tokens)

@@ -1,4 +1,4 @@
-"""The trainable policy: loading, batching and memory-lean per-token log-probs (spec §7.2; stage 12 of §3.1).
+"""The trainable policy: loading and memory-lean per-token log-probs (spec §7.2; stage 12 of §3.1).
 
 Log-probs are taken from the decoder's last hidden states, only at completion positions, in chunks whose
 [chunk, vocab] logits are recomputed in backward (``torch.utils.checkpoint``): the full [L, vocab] logits
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from spell.config import ConfigError, ModelConfig
-from spell.types import RoleSample
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +73,9 @@ def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
 def load_policy(model_cfg: ModelConfig, device: torch.device, seed: int = 0) -> tuple[nn.Module, Any]:
     """Load a causal LM and its tokenizer from a local Hugging Face folder.
 
-    The tokenizer pads on the left (prompts are right-aligned for generation and :func:`collate`); a missing
-    pad token falls back to EOS. Dropout is disabled (:func:`disable_dropout`). Gradient checkpointing uses
-    the non-reentrant implementation. An
+    The tokenizer pads on the left (prompts are right-aligned for generation and
+    :func:`spell.rl.batching.collate`); a missing pad token falls back to EOS. Dropout is disabled
+    (:func:`disable_dropout`). Gradient checkpointing uses the non-reentrant implementation. An
     ``attn_implementation`` the model or install does not support falls back to ``eager`` with a warning.
 
     ``model_cfg.rope_scaling`` (e.g. ``yarn:4``) goes to ``from_pretrained`` in the model's config
@@ -333,7 +331,7 @@ def sequence_logprobs(
         chunk_tokens: scored positions per LM-head chunk (``grpo.logprob_chunk_tokens``).
         with_entropy: also return the entropy of the next-token distribution at each scored position.
         temperature: the sampling temperature: None (= 1), one float for every row, or one per row (the
-            ``temperatures`` of :func:`collate`). Shape: [N].
+            ``temperatures`` of :func:`spell.rl.batching.collate`). Shape: [N].
 
     Returns:
         ``(logprobs, entropy)``, float32, aligned with ``input_ids``: ``logprobs[n, t] = log p(input_ids[n, t]
@@ -435,71 +433,3 @@ def _scatter_scored(flat: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
     tail = torch.zeros(num_rows, length - 1, dtype=torch.float32, device=scored.device)
     tail = tail.masked_scatter(scored, flat)
     return torch.cat([tail.new_zeros(num_rows, 1), tail], dim=1)  # position 0 has no prefix: 0
-
-
-def pack_micro_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
-    """Group sequence indices into micro-batches whose padded size ``max_len * count`` fits ``max_tokens``.
-
-    Sequences are sorted longest first (ties by index), so each micro-batch holds similar lengths and little
-    padding; a sequence longer than ``max_tokens`` gets a micro-batch of its own. Deterministic.
-
-    Args:
-        lengths: the (unpadded) token length of each sequence.
-        max_tokens: token budget of one micro-batch (``grpo.micro_batch_tokens``).
-
-    Returns:
-        Lists of indices into ``lengths``; every index appears exactly once.
-
-    Example:
-        >>> pack_micro_batches([3, 5, 2, 5], max_tokens=10)
-        [[1, 3], [0, 2]]
-    """
-    if max_tokens < 1:
-        raise ValueError(f"max_tokens={max_tokens}: must be >= 1")
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    for index in order:
-        # Longest first, so the first index of the open batch holds its max length.
-        if batches and lengths[batches[-1][0]] * (len(batches[-1]) + 1) <= max_tokens:
-            batches[-1].append(index)
-        else:
-            batches.append([index])
-    return batches
-
-
-def collate(samples: Sequence[RoleSample], pad_id: int) -> dict[str, torch.Tensor]:
-    """Left-pad prompt + completion of each sample into one batch.
-
-    Args:
-        samples: the sequences of one micro-batch. Every prompt must be non-empty.
-        pad_id: the tokenizer's pad token id.
-
-    Returns:
-        ``input_ids`` [N, L] long, ``attention_mask`` [N, L] long (1 = real token), ``completion_mask``
-        [N, L] bool (True on completion tokens), ``advantages`` [N] float32, ``temperatures`` [N] float32
-        (each sample's sampling temperature, for :func:`sequence_logprobs`).
-
-    Raises:
-        ValueError: an empty prompt.
-    """
-    length = max((len(s.prompt_ids) + len(s.completion_ids) for s in samples), default=0)
-    num = len(samples)
-    input_ids = torch.full((num, length), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros(num, length, dtype=torch.long)
-    completion_mask = torch.zeros(num, length, dtype=torch.bool)
-    for row, sample in enumerate(samples):
-        if not sample.prompt_ids:
-            raise ValueError(f"sample {row} ({sample.role}, group {sample.group_id}) has an empty prompt")
-        ids = list(sample.prompt_ids) + list(sample.completion_ids)
-        start = length - len(ids)
-        completion_start = start + len(sample.prompt_ids)
-        input_ids[row, start:] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, start:] = 1
-        completion_mask[row, completion_start:] = True
-    return {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "completion_mask": completion_mask,
-        "advantages": torch.tensor([s.advantage for s in samples], dtype=torch.float32),
-        "temperatures": torch.tensor([s.temperature for s in samples], dtype=torch.float32),
-    }

@@ -505,7 +505,8 @@ def test_auto_compute_dtype_is_bf16_on_cuda(tokenizer, prompts, shared_caches):
 
 
 def test_completions_carry_the_log_probs_the_trainer_scores(model, tokenizer, prompts):
-    from spell.rl.policy import collate, sequence_logprobs
+    from spell.rl.batching import collate
+    from spell.rl.policy import sequence_logprobs
     from spell.types import Role, RoleSample, TaskType
 
     engine = HFEngine(model, tokenizer)

@@ -26,12 +26,11 @@ from transformers import (
 )
 
 from spell.config import ModelConfig
+from spell.rl.batching import collate, pack_micro_batches
 from spell.rl.policy import (
-    collate,
     disable_dropout,
     ensure_pad_token,
     load_policy,
-    pack_micro_batches,
     resolve_device,
     resolve_dtype,
     sequence_logprobs,

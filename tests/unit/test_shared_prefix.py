@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spell.rl.policy import collate, sequence_logprobs
+from spell.rl.batching import collate
+from spell.rl.policy import sequence_logprobs
 from spell.rl.prefix_attention import PREFIX_ATTENTION
 from spell.rl.shared_prefix import pack_shared_prompts, prompt_units, segment_attention, shared_prefix_logprobs
 from spell.types import Role, RoleSample, TaskType
