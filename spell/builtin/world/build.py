@@ -12,6 +12,7 @@ CLI: ``spell world build``.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
@@ -202,14 +203,12 @@ def build_world(
     root.mkdir(parents=True, exist_ok=True)
     doc_kinds = DOC_KINDS[:docs_per_set]
     count_tokens = token_counter(str(tokenizer)) if tokenizer is not None else None
-    train, train_names = _build_split("train", num_train_sets, seed, doc_kinds, target_tokens, filler, count_tokens)
-    heldout, heldout_names = _build_split("heldout", num_heldout_sets, seed, doc_kinds, target_tokens, filler,
-                                          count_tokens)
-    questions = _question_records(heldout, heldout_names, seed, questions_per_set)
-    validation, validation_names = _build_split("validation", num_validation_sets, seed, doc_kinds, target_tokens,
-                                                filler, count_tokens)
-    validation_questions = _question_records(validation, validation_names, seed, questions_per_set,
-                                             tag="validation-questions")
+    split = functools.partial(_build_split, seed=seed, doc_kinds=doc_kinds, target_tokens=target_tokens,
+                              filler=filler, count_tokens=count_tokens)
+    train, train_names = split("train", num_train_sets)
+    heldout, questions = _labelled_split(split("heldout", num_heldout_sets), seed, questions_per_set, "questions")
+    validation, validation_questions = _labelled_split(split("validation", num_validation_sets), seed,
+                                                       questions_per_set, "validation-questions")
     # Labelled questions over the TRAIN sets: only for the RLVR baseline (SPELL never reads them).
     train_questions = _question_records(train, train_names, seed, 1, tag="train-questions")
     train_rows = [{"id": s.plan.set_id, "documents": s.documents, "task": list(TASKS), "source": "world"}
@@ -230,20 +229,23 @@ def build_world(
                  "docs_per_set": docs_per_set, "target_tokens": target_tokens, "filler": filler,
                  "questions_per_set": questions_per_set, "output_format": output_format,
                  "tokenizer": None if tokenizer is None else str(tokenizer)}
-    manifest = _manifest(seed, arguments, train, heldout, questions, paths)
-    manifest["counts"]["validation_questions"] = len(validation_questions)
-    if count_tokens is not None:
-        manifest["tokens_per_set"] = {split: _token_stats([sum(count_tokens(d) for d in s.documents) for s in sets])
-                                      for split, sets in (("train", train), ("heldout", heldout))}
+    manifest = _manifest(seed, arguments, train, heldout, questions, paths, len(validation_questions), count_tokens)
     paths.manifest.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     logger.info("world built in %s: %d train sets, %d held-out questions", root, len(train), len(questions))
     return paths
 
 
+def _labelled_split(built: tuple[list[_BuiltSet], NamePool], seed: int, questions_per_set: int,
+                    tag: str) -> tuple[list[_BuiltSet], list[dict]]:
+    """A labelled split (held-out, validation): its sets and ``questions_per_set`` questions over each."""
+    sets, names = built
+    return sets, _question_records(sets, names, seed, questions_per_set, tag=tag)
+
+
 def _manifest(seed: int, arguments: dict, train: list[_BuiltSet], heldout: list[_BuiltSet], questions: list[dict],
-              paths: WorldPaths) -> dict:
-    """Arguments, counts, approximate tokens per set and hashes of the other files."""
-    return {
+              paths: WorldPaths, validation_questions: int, count_tokens: Callable[[str], int] | None) -> dict:
+    """Arguments, counts, approximate (and, with a tokenizer, counted) tokens per set, hashes of the other files."""
+    manifest = {
         "generator": "spell.world",
         "version": WORLD_VERSION,
         "seed": seed,
@@ -254,6 +256,11 @@ def _manifest(seed: int, arguments: dict, train: list[_BuiltSet], heldout: list[
                                   for split, sets in (("train", train), ("heldout", heldout))},
         "files": {p.name: _file_entry(p) for p in (paths.train, paths.heldout, paths.validation, paths.world)},
     }
+    manifest["counts"]["validation_questions"] = validation_questions
+    if count_tokens is not None:
+        manifest["tokens_per_set"] = {split: _token_stats([sum(count_tokens(d) for d in s.documents) for s in sets])
+                                      for split, sets in (("train", train), ("heldout", heldout))}
+    return manifest
 
 
 def _counts(train: list[_BuiltSet], questions: list[dict]) -> dict:
