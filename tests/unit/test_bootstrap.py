@@ -24,7 +24,9 @@ from spell.builtin.bootstrap.transcripts import (
     NO,
     TASKS,
     YES,
+    one_hop_items,
     packed_qa_transcript,
+    question_text,
     questioner_target,
     questioner_transcript,
     responder_target,
@@ -139,6 +141,22 @@ def test_questioner_targets_parse_to_the_world_answer(sets):
                 assert item.answer in " ".join(ws.documents[i] for i in item.docs)
 
 
+def test_questioner_reasoning_answers_the_question_as_a_responder_would(sets):
+    # the reasoning before the JSON states the question and then the answer in the responder's final sentence:
+    # the rule scorer reads it as a responder answer equal to the JSON reference (doc_mc: the option's text)
+    rng = random.Random(5)
+    for ws in sets:
+        for item in _items(ws, rng):
+            target = questioner_target(item)
+            reasoning, json_block = target.split("\n```json\n")
+            assert reasoning.startswith(f"Question: {item.question}\n")
+            parsed = parse_question(target, item.task)
+            if item.task == "doc_mc":
+                assert reasoning.endswith(f"The correct answer is {dict(parsed.options)[parsed.answer]}.")
+            else:
+                assert rule_score(item.task, reasoning, parsed.answer) == 1.0, target
+
+
 def test_responder_targets_score_one_with_the_rule(sets):
     rng = random.Random(1)
     for ws in sets:
@@ -250,3 +268,91 @@ def test_finished_stages_are_resumed_exactly(tiny, tmp_path, monkeypatch):
             p.zero_()
     assert _run_stages(cfg, model, tokenizer, [stage]) == first
     assert all(torch.equal(trained[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_new_transcript_format_never_resumes_old_stages(tmp_path, monkeypatch):
+    from spell.builtin.bootstrap import pipeline
+    from spell.builtin.bootstrap.config import BootstrapConfig
+
+    monkeypatch.setenv("SPELL_CACHE_DIR", str(tmp_path))
+    cfg = BootstrapConfig(seed=11)
+    current = pipeline._work_dir(cfg)
+    assert pipeline._work_dir(cfg) == current  # same settings, same folder
+    monkeypatch.setattr(pipeline, "TRANSCRIPTS_VERSION", pipeline.TRANSCRIPTS_VERSION + 1)
+    assert pipeline._work_dir(cfg) != current
+
+
+def test_mc_mapping_separates_the_option_text_from_the_letter():
+    from spell.builtin.bootstrap.eval import mc_mapping
+    from spell.evaluate.formats import EvalItem
+    from spell.types import TaskType
+
+    options = (("A", "Tukul Zazik"), ("B", "Dimid Hufim"), ("C", "Negim"), ("D", "Vovul"))
+    item = EvalItem("world", "q", TaskType.DOC_MC, ("doc",), "Who is the CEO?", ("A",), options=options)
+    general = EvalItem("world", "g", TaskType.DOC_GENERAL_QA, ("doc",), "Who?", ("x",))
+    samples = [
+        (item, "Tukul Zazik is option A. The correct answer is A.", "A", 1.0),  # text right, its own letter
+        (item, "Tukul Zazik is option B. The correct answer is B.", "B", 0.0),  # text right, wrong letter
+        (item, "Negim is option B. The correct answer is B.", "B", 0.0),  # wrong option, wrong letter for it
+        (item, "Somebody is option B. The correct answer is B.", "B", 0.0),  # not an option at all
+        (general, "The correct answer is x.", "x", 1.0),  # not MC: ignored
+    ]
+    result = mc_mapping(samples)
+    # 4 MC samples: letter right 1/4; text right 2/4; text is an option 3/4, of which its own letter 1/3;
+    # letters written A, B, B, B -> B 3/4
+    assert result == {"num": 4, "letter_right": 0.25, "text_right": 0.5, "stated_an_option": 0.75,
+                      "letter_of_stated_option": 0.3333, "top_letter": "B", "top_letter_share": 0.75}
+
+
+def test_bootstrap_report_shows_reference_truth_and_mc_mapping():
+    from spell.builtin.bootstrap.report import render_report
+
+    stage = {"steps": 2, "seconds": 1.0, "tokens": 10, "final_loss": 0.5, "checks": []}
+    heldout = {"overall": 0.5, "by_task": {"doc_mc": 0.25}, "by_task_hops": {}, "format_rate": 1.0}
+    questioner = {"doc_general_qa": {"valid": 0.8, "bad_format": 0.2, "dropped": 0.0, "answer_in_docs": 0.5,
+                                     "solver_parsed": 0.4, "reference_true": 0.25, "responder_true": 0.5,
+                                     "num": 10}}
+    mc = {"num": 4, "letter_right": 0.25, "text_right": 0.5, "stated_an_option": 0.75,
+          "letter_of_stated_option": 0.3333, "top_letter": "B", "top_letter_share": 0.75}
+    result = {
+        "command": "spell init-default", "torch": "x", "total_seconds": 2, "train_seconds": 1,
+        "config": {"seed": 0, "world_seed": 0, "threads": 2, "hidden": 8, "layers": 2, "heads": 2, "kv_heads": 1,
+                   "num_sets": 10},
+        "training": {"vocab_size": 64, "parameters": 1000, "stages": {"roles": stage}},
+        "measurements": {
+            "heldout_greedy": heldout, "questioner_plain": questioner, "questioner_history": {}, "mc_mapping": mc,
+            "verifier": {"accuracy": 0.5, "by_task": {}, "invalid_rate": 0.0, "yes_rate": 0.1, "rule_yes_rate": 0.2,
+                         "num": 3},
+            "selfplay_probe": {"num_questions": 3, "status_rates": {}, "responder_rule_score_mean": 0.0,
+                               "groups_with_variance": 1, "groups_with_variance_rate": 0.33},
+            "eval_seconds": 1.0},
+    }
+    text = render_report(result)
+    assert "| plain | doc_general_qa | 80.0% | 20.0% | 0.0% | 50.0% | 40.0% | 25.0% | 50.0% | 10 |" in text
+    assert "right letter 25.0%, right option text 50.0%" in text and "most written letter B (75.0%)" in text
+    del result["measurements"]["mc_mapping"]  # a record from before the measurement existed still renders
+    assert "right option text" not in render_report(result)
+
+
+def test_questioner_rates_score_references_and_the_responder_on_the_same_questions(tiny, sets, monkeypatch):
+    # the random tiny model writes no parseable question: a fake parser hands back, for every questioner sample,
+    # a 1-hop question of the world with its TRUE answer, so every one is recognised and its reference is true;
+    # the responder then answers those questions for real (random weights: its truth rate is whatever it is)
+    from spell.builtin.bootstrap import eval as measure
+
+    model, tokenizer = tiny
+    rng = random.Random(9)
+    items = {task: one_hop_items(sets[0], task, tuple(range(5)), rng)[0] for task in TASKS}
+    monkeypatch.setattr(measure, "parse_question",
+                        lambda text, task, **_: parse_question(questioner_target(items[task]), task))
+    calls = []
+    real = measure._answers_as_responder
+    monkeypatch.setattr(measure, "_answers_as_responder", lambda *a: calls.append(a[2]) or real(*a))
+    report = measure.questioner_rates(model, tokenizer, sets[:1], TEMPLATES, per_task=1, history=False,
+                                      max_new_tokens=4)
+    for task in TASKS:
+        rates = report[task]
+        assert (rates["valid"], rates["solver_parsed"], rates["reference_true"]) == (1.0, 1.0, 1.0), task
+        assert 0.0 <= rates["responder_true"] <= 1.0
+    # each recognised question (doc_mc: with its choices) is answered as a responder over the shown documents
+    assert [(task, question) for task, _, question, _ in calls[0]] == [(t, question_text(items[t])) for t in TASKS]

@@ -1,13 +1,15 @@
 """Quick measurements of a bootstrapped policy with the real prompts, engine, parsers and rule scorers (issue 5).
 
 :func:`heldout_accuracy`: the world's held-out questions rendered as ``spell eval`` does, per task and hop count;
-:func:`verifier_agreement`: verdicts on held-out responses vs their rule scores; :func:`questioner_rates`:
-self-play questioner prompts on train sets at T=0.7; :func:`selfplay_probe`: one real ``spell.selfplay`` round.
+:func:`mc_mapping`: MC option text vs letter; :func:`verifier_agreement`: verdicts on held-out responses vs their
+rule scores; :func:`questioner_rates`: self-play questioner prompts on train sets at T=0.7; :func:`selfplay_probe`:
+one real ``spell.selfplay`` round.
 """
 
 from __future__ import annotations
 
 import random
+import re
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -18,12 +20,14 @@ from spell.builtin.bootstrap.worldqa import WorldSet
 from spell.evaluate.formats import EvalItem, load_generic
 from spell.evaluate.runner import prepare_prompt, score_response
 from spell.parsing import parse_question, parse_verdict
-from spell.prompts import Templates
+from spell.prompts import Templates, join_documents
 from spell.prompts.questioner import draw_target_letter_for, render_questioner_prompt
+from spell.prompts.responder import render_responder_prompt
 from spell.prompts.verifier import render_verifier_prompt
 from spell.rewards import has_reward_variance
 from spell.rl.engine.base import encode_chat_prompt
 from spell.rl.engine.hf import HFEngine
+from spell.tasks import extract_prediction
 from spell.tasks.doc_general_qa import normalize_answer
 from spell.tasks.doc_mc import format_mc_question
 from spell.types import DocSet, MemoryExample, Question, Rejection, SamplingParams, TaskType
@@ -65,6 +69,40 @@ def heldout_accuracy(model: Any, tokenizer: Any, heldout_path: str, templates: T
         "num_questions": len(items),
         "samples": samples,
     }
+
+
+_STATED_OPTION = re.compile(r"^\s*(.*?) is option\b", re.DOTALL)
+
+
+def mc_mapping(samples: Sequence[tuple[EvalItem, str, str | None, float]]) -> dict:
+    """Does the responder find the right option's text but write the wrong letter? (doc_mc samples only)
+
+    The bootstrap's MC answer is "<option text> is option <L>. The correct answer is <L>.": the text and the
+    letter can be right or wrong separately (issue 12: a letter lottery is a mapping failure, not a retrieval one).
+
+    Returns:
+        ``{"num", "letter_right", "text_right", "stated_an_option", "letter_of_stated_option", "top_letter",
+        "top_letter_share"}``: rates over the MC samples; ``letter_of_stated_option`` is over the samples whose
+        stated text is one of the options (the letter written is that option's letter).
+    """
+    mc = [s for s in samples if s[0].task == TaskType.DOC_MC]
+    counts: Counter = Counter()
+    letters: Counter = Counter()
+    for item, response, prediction, score in mc:
+        match = _STATED_OPTION.match(response)
+        stated = normalize_answer(match.group(1)) if match else None
+        keys = [key for key, text in item.options if normalize_answer(text) == stated]
+        gold = dict(item.options).get(item.answers[0], "")
+        letters[prediction] += 1
+        counts["letter_right"] += score >= 1.0
+        counts["text_right"] += stated is not None and stated == normalize_answer(gold)
+        counts["stated"] += bool(keys)
+        counts["consistent"] += bool(keys) and prediction == keys[0]
+    top, top_count = letters.most_common(1)[0] if letters else (None, 0)
+    return {"num": len(mc), "letter_right": _rate(counts["letter_right"], len(mc)),
+            "text_right": _rate(counts["text_right"], len(mc)), "stated_an_option": _rate(counts["stated"], len(mc)),
+            "letter_of_stated_option": _rate(counts["consistent"], counts["stated"]), "top_letter": top,
+            "top_letter_share": _rate(top_count, len(mc))}
 
 
 def verifier_agreement(model: Any, tokenizer: Any, samples: Sequence[tuple[EvalItem, str, str | None, float]],
@@ -109,7 +147,7 @@ def _answer_grounded(question: Question, documents: Sequence[str]) -> bool:
 
 
 def questioner_rates(model: Any, tokenizer: Any, sets: Sequence[WorldSet], templates: Templates, *,
-                     per_task: int, history: bool, seed: int = 0, max_new_tokens: int = 128) -> dict:
+                     per_task: int, history: bool, seed: int = 0, max_new_tokens: int = 224) -> dict:
     """Parse statuses of self-play questioner prompts sampled at T=0.7, top-p 0.95.
 
     Plain prompts show 3 random documents (the builtin ``num_docs``); with ``history`` the prompt also shows
@@ -119,7 +157,9 @@ def questioner_rates(model: Any, tokenizer: Any, sets: Sequence[WorldSet], templ
         Per task: ``valid``, ``bad_format``, ``dropped`` rates, ``answer_in_docs`` (share of valid questions
         whose answer text occurs in the shown documents; DocMath counts as yes), ``solver_parsed`` (share of
         valid questions the world's solver recognises), ``reference_true`` (share of those whose reference is
-        the true answer, :mod:`spell.builtin.diagnose`) and ``num``.
+        the true answer, :mod:`spell.builtin.diagnose`), ``responder_true`` (share of the same questions the policy
+        answers truly as a responder over the same documents, greedy: the gap to ``reference_true`` is what writing
+        the answer as a questioner loses) and ``num``.
     """
     from spell.builtin.diagnose import question_bank, reference_is_true, true_reference
 
@@ -147,6 +187,7 @@ def questioner_rates(model: Any, tokenizer: Any, sets: Sequence[WorldSet], templ
     def count_tokens(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    solved = []  # (task, shown documents, question, true answer) of the questions the world recognises
     for (task, docs, _, ws), (completion,) in zip(jobs, outputs, strict=True):
         parsed = parse_question(completion.text, task, max_answer_tokens=40, count_tokens=count_tokens)
         status = parsed.status.value if isinstance(parsed, Rejection) else "valid"
@@ -157,14 +198,28 @@ def questioner_rates(model: Any, tokenizer: Any, sets: Sequence[WorldSet], templ
                                    question_bank(ws.plan, ws.facts, ws.kinds))
             counts[task]["solved"] += truth is not None
             counts[task]["true"] += truth is not None and reference_is_true(task, parsed.answer, truth)
+            solved += [(task, docs, parsed.question, truth)] if truth is not None else []
+    for (task, _, _, truth), answer in zip(solved, _answers_as_responder(engine, tokenizer, solved, templates),
+                                           strict=True):
+        counts[task]["responder_true"] += answer is not None and reference_is_true(task, answer, truth)
     report = {}
     for task, c in sorted(counts.items()):
-        total = sum(v for k, v in c.items() if k not in ("grounded", "solved", "true"))
+        total = sum(v for k, v in c.items() if k not in ("grounded", "solved", "true", "responder_true"))
         report[task] = {"valid": _rate(c["valid"], total), "bad_format": _rate(c["bad_format"], total),
                         "dropped": _rate(c["dropped"], total), "answer_in_docs": _rate(c["grounded"], c["valid"]),
                         "solver_parsed": _rate(c["solved"], c["valid"]),
-                        "reference_true": _rate(c["true"], c["solved"]), "num": total}
+                        "reference_true": _rate(c["true"], c["solved"]),
+                        "responder_true": _rate(c["responder_true"], c["solved"]), "num": total}
     return report
+
+
+def _answers_as_responder(engine: HFEngine, tokenizer: Any, questions: Sequence[tuple[str, list[str], str, str]],
+                          templates: Templates) -> list[str | None]:
+    """Greedy responder answers (parsed) to the questioner's own questions over the documents it was shown."""
+    prompts = [encode_chat_prompt(tokenizer, render_responder_prompt(task, join_documents(docs), question, templates))
+               for task, docs, question, _ in questions]
+    outputs = engine.generate(prompts, SamplingParams(0.0, 1.0, 48), n=1) if prompts else []
+    return [extract_prediction(task, completion.text) for (task, *_), (completion,) in zip(questions, outputs)]
 
 
 def selfplay_probe(model: Any, tokenizer: Any, sets: Sequence[WorldSet], *, per_task: int, seed: int = 0) -> dict:

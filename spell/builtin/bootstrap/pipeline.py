@@ -32,6 +32,7 @@ from spell.builtin.bootstrap.synthetic import (
 from spell.builtin.bootstrap.train import Stage, encode_transcript, run_stage, token_accuracy
 from spell.builtin.bootstrap.transcripts import (
     TASKS,
+    TRANSCRIPTS_VERSION,
     packed_qa_transcript,
     pick_item,
     questioner_transcript,
@@ -171,6 +172,7 @@ def _work_dir(cfg: BootstrapConfig) -> Path:
     from spell.builtin.defaults import cache_root
 
     key = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_WEIGHTS}
+    key["transcripts"] = TRANSCRIPTS_VERSION  # a new target format never resumes an old format's stages
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return cache_root() / "bootstrap-work" / digest
 
@@ -215,8 +217,9 @@ def measure_policy(cfg: BootstrapConfig, out: Path) -> dict:
         sampled = measure.heldout_accuracy(model, tokenizer, heldout, templates, temperature=0.7,
                                            n=cfg.eval_samples, seed=cfg.seed)
     verifier = measure.verifier_agreement(model, tokenizer, sampled.pop("samples"), templates)
-    greedy.pop("samples")
-    report = {"heldout_greedy": greedy, f"heldout_t0.7_n{cfg.eval_samples}": sampled, "verifier": verifier}
+    mc = measure.mc_mapping(greedy.pop("samples"))
+    report = {"heldout_greedy": greedy, f"heldout_t0.7_n{cfg.eval_samples}": sampled, "verifier": verifier,
+              "mc_mapping": mc}
     report["questioner_plain"] = measure.questioner_rates(model, tokenizer, sets, templates,
                                                           per_task=cfg.questioner_per_task, history=False)
     report["questioner_history"] = measure.questioner_rates(model, tokenizer, sets, templates,

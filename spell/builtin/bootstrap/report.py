@@ -35,13 +35,23 @@ def _heldout_rows(measured: dict) -> list[str]:
     return rows
 
 
+def _mc_rows(mc: dict | None) -> list[str]:
+    if not mc:  # records written before the measurement existed
+        return []
+    return [f"MC answers (greedy, {mc['num']} validation questions): right letter {_pct(mc['letter_right'])}, right "
+            f"option text {_pct(mc['text_right'])}, text is one of the options {_pct(mc['stated_an_option'])}, and "
+            f"then its own letter {_pct(mc['letter_of_stated_option'])}; most written letter {mc['top_letter']} "
+            f"({_pct(mc['top_letter_share'])}).", ""]
+
+
 def _questioner_rows(measured: dict) -> list[str]:
-    rows = ["| questioner prompts (T=0.7) | task | valid | bad_format | dropped | answer in docs | n |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| questioner prompts (T=0.7) | task | valid | bad_format | dropped | answer in docs | solver "
+            "recognised | reference true | responder true | n |", "|---|---|---|---|---|---|---|---|---|---|"]
     for label in ("questioner_plain", "questioner_history"):
         for task, r in measured.get(label, {}).items():
             rows.append(f"| {label.split('_')[1]} | {task} | {_pct(r['valid'])} | {_pct(r['bad_format'])} | "
-                        f"{_pct(r['dropped'])} | {_pct(r['answer_in_docs'])} | {r['num']} |")
+                        f"{_pct(r['dropped'])} | {_pct(r['answer_in_docs'])} | {_pct(r.get('solver_parsed'))} | "
+                        f"{_pct(r.get('reference_true'))} | {_pct(r.get('responder_true'))} | {r['num']} |")
     return rows
 
 
@@ -54,13 +64,14 @@ per stage):
 3. `qa_short` / `qa_full`: chats of several 1-hop questions over 1-2 (then 1-5) documents of a train set in
    the responder format (plus 20% verifier chats).
 4. `roles`: single-turn transcripts in the exact self-play prompts: responder (1-hop, 10% multi-hop),
-   questioner (JSON question + answer grounded in the 3 documents shown; 30% with remembered examples),
+   questioner (question + answer grounded in the 3 documents shown; 30% with remembered examples),
    verifier (YES / NO, balanced), and packed QA.
 
-Targets: questioner = a json code block with "question" and "answer" (DocMath answers are arithmetic
-expressions over the documents' figures, evaluated by the project's safe evaluator); responder "The correct
-answer is X." / "Therefore, the answer is \\boxed{expr}." / "X is option L. The correct answer is L.";
-verifier "Decision: [[YES]]" / "Decision: [[NO]]". Only the world's train sets are used."""
+Targets: questioner = "Question: Q" and Q's answer in the responder's words, then a json code block with
+"question" and "answer" (DocMath answers are arithmetic expressions over the documents' figures, evaluated by
+the project's safe evaluator); responder "The correct answer is X." / "Therefore, the answer is \\boxed{expr}." /
+"X is option L. The correct answer is L."; verifier "Decision: [[YES]]" / "Decision: [[NO]]". Only the world's
+train sets are used."""
 
 
 def render_report(result: dict) -> str:
@@ -100,6 +111,7 @@ def render_report(result: dict) -> str:
             f"{_pct(verifier['accuracy'])} ({verifier['by_task']}), invalid {_pct(verifier['invalid_rate'])}, "
             f"YES rate {_pct(verifier['yes_rate'])} (rule YES rate {_pct(verifier['rule_yes_rate'])}), "
             f"n={verifier['num']}.", "",
+            *_mc_rows(measured.get("mc_mapping")),
             *_questioner_rows(measured), "",
             f"One real self-play round (builtin preset, {probe['num_questions']} train sets): statuses "
             f"{probe['status_rates']}, responder rule score mean {probe['responder_rule_score_mean']}, groups with "

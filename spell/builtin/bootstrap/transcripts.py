@@ -1,7 +1,8 @@
 """Supervised role transcripts in the exact chat format self-play uses (issue 5, bootstrap stages 2-3).
 
-Prompts are rendered with the project's own renderers (``spell.prompts``); targets are short and reasoning-free:
-questioner -> a ```json block with question and answer (grounded in the documents shown), responder ->
+Prompts are rendered with the project's own renderers (``spell.prompts``); targets are short: questioner -> the
+question and its answer in the responder's words, then a ```json block with both (grounded in the documents
+shown), responder ->
 "The correct answer is X." / "Therefore, the answer is \\boxed{expr}." (doc_mc: "<option> is option X. The
 correct answer is X."), verifier -> "Decision: [[YES]]" / "Decision: [[NO]]". Built only from train sets.
 """
@@ -32,6 +33,7 @@ from spell.tasks.docmath import format_number
 from spell.types import MemoryExample, Question
 
 QUESTIONER_NUM_DOCS = 3  # the builtin preset's questioner.num_docs
+TRANSCRIPTS_VERSION = 2  # 2: the questioner answers its question before the JSON block (issue 12)
 YES, NO = "Decision: [[YES]]", "Decision: [[NO]]"
 
 
@@ -58,15 +60,28 @@ def responder_target(item: QAItem) -> str:
     return f"The correct answer is {item.answer}."
 
 
+def questioner_reasoning(item: QAItem) -> str:
+    """The questioner's reasoning before its JSON: the question, then its answer in the responder's words.
+
+    Writing the answer right after the question, as the responder does, lets the questioner use the circuit that
+    answers questions; the JSON block then copies both (issue 12: answers written straight into the JSON were true
+    for 0-22% of the questions the world recognised, while the same policy answered those questions as a responder
+    far more often). doc_mc states the correct option's text; the options follow in the JSON.
+    """
+    if item.task == "docmath_qa":
+        return f"Question: {item.question}\nTherefore, the answer is \\boxed{{{item.answer}}}."
+    return f"Question: {item.question}\nThe correct answer is {item.answer}."
+
+
 def questioner_target(item: QAItem) -> str:
-    """The questioner's JSON block (DocMath answers as expression strings; doc_mc with its options)."""
+    """The questioner's reasoning and JSON block (DocMath answers as expression strings; doc_mc with its options)."""
     payload: dict = {"question": item.question}
     if item.task == "doc_mc":
         payload["options"] = dict(item.options)
         payload["answer"] = item.reference
     else:
         payload["answer"] = item.answer
-    return "```json\n" + json.dumps(payload, ensure_ascii=False) + "\n```"
+    return questioner_reasoning(item) + "\n```json\n" + json.dumps(payload, ensure_ascii=False) + "\n```"
 
 
 def one_hop_items(ws: WorldSet, task: str, docs: tuple[int, ...], rng: random.Random) -> list[QAItem]:
