@@ -164,22 +164,7 @@ def questioner_rates(model: Any, tokenizer: Any, sets: Sequence[WorldSet], templ
     from spell.builtin.diagnose import question_bank, reference_is_true, true_reference
 
     rng = random.Random(f"{seed}/questioner-eval/{history}")
-    jobs: list[tuple[str, list[str], list[int], WorldSet]] = []
-    for task in TASKS:
-        for ws in rng.sample(list(sets), per_task):
-            n = len(ws.documents)
-            evidence = sorted(rng.sample(range(n), min(QUESTIONER_NUM_DOCS, n)))
-            examples: list[MemoryExample] = []
-            if history:
-                for _ in range(rng.randint(1, 2)):
-                    item = pick_item(ws, task, tuple(evidence), rng, multi_hop=0.3)
-                    example = memory_example(item, tuple(evidence)) if item else None
-                    examples += [example] if example else []
-                evidence = list(range(n))
-            docs = [ws.documents[i] for i in evidence]
-            letter = draw_target_letter_for(task, rng)
-            text = render_questioner_prompt(task, docs, examples, target_letter=letter, templates=templates)
-            jobs.append((task, docs, encode_chat_prompt(tokenizer, text), ws))
+    jobs = _questioner_jobs(tokenizer, sets, templates, per_task, history, rng)
     engine = HFEngine(model, tokenizer, max_batch_prompts=8)
     outputs = engine.generate([j[2] for j in jobs], SamplingParams(0.7, 0.95, max_new_tokens, seed), n=1)
     counts: dict[str, Counter] = defaultdict(Counter)
@@ -202,15 +187,38 @@ def questioner_rates(model: Any, tokenizer: Any, sets: Sequence[WorldSet], templ
     for (task, _, _, truth), answer in zip(solved, _answers_as_responder(engine, tokenizer, solved, templates),
                                            strict=True):
         counts[task]["responder_true"] += answer is not None and reference_is_true(task, answer, truth)
-    report = {}
-    for task, c in sorted(counts.items()):
-        total = sum(v for k, v in c.items() if k not in ("grounded", "solved", "true", "responder_true"))
-        report[task] = {"valid": _rate(c["valid"], total), "bad_format": _rate(c["bad_format"], total),
-                        "dropped": _rate(c["dropped"], total), "answer_in_docs": _rate(c["grounded"], c["valid"]),
-                        "solver_parsed": _rate(c["solved"], c["valid"]),
-                        "reference_true": _rate(c["true"], c["solved"]),
-                        "responder_true": _rate(c["responder_true"], c["solved"]), "num": total}
-    return report
+    return {task: _questioner_report(c) for task, c in sorted(counts.items())}
+
+
+def _questioner_jobs(tokenizer: Any, sets: Sequence[WorldSet], templates: Templates, per_task: int, history: bool,
+                     rng: random.Random) -> list[tuple[str, list[str], list[int], WorldSet]]:
+    """(task, shown documents, prompt ids, set) per questioner prompt of :func:`questioner_rates`."""
+    jobs = []
+    for task in TASKS:
+        for ws in rng.sample(list(sets), per_task):
+            n = len(ws.documents)
+            evidence = sorted(rng.sample(range(n), min(QUESTIONER_NUM_DOCS, n)))
+            examples: list[MemoryExample] = []
+            if history:
+                for _ in range(rng.randint(1, 2)):
+                    item = pick_item(ws, task, tuple(evidence), rng, multi_hop=0.3)
+                    example = memory_example(item, tuple(evidence)) if item else None
+                    examples += [example] if example else []
+                evidence = list(range(n))
+            docs = [ws.documents[i] for i in evidence]
+            letter = draw_target_letter_for(task, rng)
+            text = render_questioner_prompt(task, docs, examples, target_letter=letter, templates=templates)
+            jobs.append((task, docs, encode_chat_prompt(tokenizer, text), ws))
+    return jobs
+
+
+def _questioner_report(c: Counter) -> dict:
+    """One task's rates from its status and truth counts."""
+    total = sum(v for k, v in c.items() if k not in ("grounded", "solved", "true", "responder_true"))
+    return {"valid": _rate(c["valid"], total), "bad_format": _rate(c["bad_format"], total),
+            "dropped": _rate(c["dropped"], total), "answer_in_docs": _rate(c["grounded"], c["valid"]),
+            "solver_parsed": _rate(c["solved"], c["valid"]), "reference_true": _rate(c["true"], c["solved"]),
+            "responder_true": _rate(c["responder_true"], c["solved"]), "num": total}
 
 
 def _answers_as_responder(engine: HFEngine, tokenizer: Any, questions: Sequence[tuple[str, list[str], str, str]],
