@@ -68,9 +68,8 @@ def questioner_reasoning(item: QAItem) -> str:
     for 0-22% of the questions the world recognised, while the same policy answered those questions as a responder
     far more often). doc_mc states the correct option's text; the options follow in the JSON.
     """
-    if item.task == "docmath_qa":
-        return f"Question: {item.question}\nTherefore, the answer is \\boxed{{{item.answer}}}."
-    return f"Question: {item.question}\nThe correct answer is {item.answer}."
+    answer = f"The correct answer is {item.answer}." if item.task == "doc_mc" else responder_target(item)
+    return f"Question: {item.question}\n{answer}"
 
 
 def questioner_target(item: QAItem) -> str:
