@@ -11,7 +11,9 @@ questioner sample (``samples/step_*.jsonl``) against the truth:
   the true answer);
 - ``responder_true``: each response scored by the task's own rule against the TRUE answer;
 - ``verifier_true``: each decided majority vote is right about the response (YES iff the response is truly right);
-- ``reward_true``: the responder reward said 1 exactly when the response is truly right.
+- ``reward_true``: the responder reward said 1 exactly when the response is truly right;
+- ``questioner_reward`` and ``mean_responder_reward``: what Eq. 7 paid for the question and the group mean it was
+  computed from, reported split by ``reference_true`` (does the questioner reward pay more for true references?).
 
 :func:`diagnose_run` aggregates these per task over windows of steps.
 """
@@ -136,6 +138,9 @@ def diagnose_record(record: dict, bank: dict[str, Truth]) -> dict:
     out["yes_on_right"] = [float(yes) for yes, r in decided if r]
     out["reward_true"] = [float((reward >= 1.0) == r) for reward, r in zip(record.get("rewards", []), right)]
     out["rule_vs_reference"] = list(map(float, record.get("rule_scores", [])))
+    out["questioner_reward"] = record.get("questioner_reward")
+    rewards = record.get("rewards") or []
+    out["mean_responder_reward"] = statistics.fmean(rewards) if rewards else None
     return out
 
 
@@ -170,8 +175,21 @@ def summarize(diagnoses: Sequence[tuple[str, dict]]) -> dict:
             "verifier_yes_on_wrong": _mean(v for d in solved for v in d["yes_on_wrong"]),
             "verifier_yes_on_right": _mean(v for d in solved for v in d["yes_on_right"]),
             "reward_true": _mean(v for d in solved for v in d["reward_true"]),
+            **_split_by_reference(solved),
         }
     return report
+
+
+def _split_by_reference(solved: Sequence[dict]) -> dict:
+    """Questioner reward (Eq. 7) and the responder group mean it came from, for true vs wrong references."""
+    out = {}
+    for name, truth in (("true_ref", 1.0), ("wrong_ref", 0.0)):
+        rows = [d for d in solved if d["reference_true"] == truth]
+        out[f"questioner_reward_{name}"] = _mean(d["questioner_reward"] for d in rows
+                                                 if d.get("questioner_reward") is not None)
+        out[f"mean_responder_reward_{name}"] = _mean(d["mean_responder_reward"] for d in rows
+                                                     if d.get("mean_responder_reward") is not None)
+    return out
 
 
 def diagnose_run(run_dir: str | Path, world_dir: str | Path, windows: Sequence[tuple[int, int]]) -> dict:

@@ -80,3 +80,13 @@ def test_unrecognised_and_unanswered_questions_and_the_summary(world_set, bank):
     assert report["doc_general_qa"]["solver_parsed_rate"] == 0.5
     assert report["doc_general_qa"]["responder_true"] == 0.5 and report["doc_general_qa"]["reference_true"] == 0.0
     assert report["all"]["questioner_samples"] == 3 and report["all"]["answered_rate"] == pytest.approx(0.6667)
+
+
+def test_questioner_reward_is_split_by_reference_truth(world_set, bank):
+    ceo = world_set.plan.target_ceo.name
+    wrong = diagnose_record(_record(world_set, questioner_reward=0.755, rewards=[1.0, 0.0, 1.0, 1.0]), bank)
+    right = diagnose_record(_record(world_set, answer=ceo, questioner_reward=0.08, rewards=[1.0, 0.0]), bank)
+    assert wrong["mean_responder_reward"] == 0.75 and right["mean_responder_reward"] == 0.5  # 3/4 and 1/2
+    report = summarize([("doc_general_qa", wrong), ("doc_general_qa", right)])["doc_general_qa"]
+    assert report["questioner_reward_true_ref"] == 0.08 and report["questioner_reward_wrong_ref"] == 0.755
+    assert report["mean_responder_reward_true_ref"] == 0.5 and report["mean_responder_reward_wrong_ref"] == 0.75
