@@ -115,7 +115,8 @@ def _task_delta(variant: dict, task: str) -> str:
     return "-" if before is None or after is None else f"{after - before:+.2f}"
 
 
-TRUTH_COLUMNS = ("reference_true", "responder_true", "verifier_true", "reward_true", "valid_rate")
+TRUTH_COLUMNS = ("reference_true", "responder_true", "verifier_true", "reward_true", "valid_rate",
+                 "questioner_reward_true_ref", "questioner_reward_wrong_ref")
 
 
 def truth_table(summary: dict) -> list[str]:

@@ -49,7 +49,9 @@ def test_task_delta_in_points(learning):
 def test_truth_table_averages_each_role_over_seeds(learning):
     runs = [_run(0, 0.2, 0.3, 0.2, 0.2), _run(1, 0.2, 0.3, 0.2, 0.2)]
     runs[0]["truth"] = {"steps 1-3": {"reference_true": 0.1, "responder_true": 0.2, "verifier_true": 0.5}}
-    runs[1]["truth"] = {"steps 1-3": {"reference_true": 0.3, "responder_true": None, "verifier_true": 0.7}}
+    runs[1]["truth"] = {"steps 1-3": {"reference_true": 0.3, "responder_true": None, "verifier_true": 0.7,
+                                      "questioner_reward_wrong_ref": 0.6}}
     lines = learning.truth_table(learning.summarise({"spell": runs}, [0, 1]))
-    # reference: mean(0.1, 0.3) = 0.20; responder: only seed 0 measured it; verifier mean(0.5, 0.7) = 0.60
-    assert lines[-1] == "| spell | 1-3 | 0.20 | 0.20 | 0.60 | - | - |"
+    # reference: mean(0.1, 0.3) = 0.20; responder: only seed 0 measured it; verifier mean(0.5, 0.7) = 0.60;
+    # questioner reward on wrong references: only seed 1 measured it
+    assert lines[-1] == "| spell | 1-3 | 0.20 | 0.20 | 0.60 | - | - | - | 0.60 |"
