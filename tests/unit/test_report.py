@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from spell.report import _builtin_world, format_heldout_change, heldout_change
+from spell.report import _builtin_world, format_heldout_change, heldout_change, truth_accuracies
 
 
 def _scores(folder, step, scores):
@@ -50,3 +50,26 @@ def test_builtin_world_is_recognised_by_its_manifest(tmp_path):
     assert _builtin_world(run) == world
     (world / "manifest.json").write_text(json.dumps({"generator": "someone else"}))
     assert _builtin_world(run) is None
+
+
+def test_truth_table_shows_each_window_and_what_the_questioner_was_paid(tmp_path, monkeypatch):
+    import spell.builtin.diagnose as diagnose
+
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    monkeypatch.setattr("spell.report._builtin_world", lambda output_dir: tmp_path / "world")
+    seen = []
+
+    def fake_diagnose_run(run_dir, world, windows):  # a fake: the table's layout, not the diagnosis, is tested
+        seen.append(windows)
+        return {f"steps {a}-{b}": {"all": {"reference_true": 0.3, "questioner_reward_true_ref": 0.15,
+                                           "questioner_reward_wrong_ref": 0.46}} for a, b in windows}
+
+    monkeypatch.setattr(diagnose, "diagnose_run", fake_diagnose_run)
+    table = truth_accuracies(run, last_step=20)
+    assert seen == [[(1, 3), (18, 20)]]
+    headers = [c.header for c in table.columns]
+    assert headers[-2:] == ["paid true ref", "paid wrong ref"]
+    last = [list(c.cells)[1] for c in table.columns]
+    assert last[0] == "18-20" and last[headers.index("reference")] == "0.30"
+    assert last[-2:] == ["0.15", "0.46"] and last[headers.index("verifier")] == "-"
