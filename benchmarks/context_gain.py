@@ -49,18 +49,23 @@ def world_at(tokens: int) -> Path:
     return folder
 
 
-def policy_scores(folder: Path, items: list, cfg) -> tuple[list[dict], float]:
-    """Per-question scores of the policy in ``folder`` on ``items`` (the trainer's held-out path), and seconds."""
+def load_engine(folder: Path, cfg):
+    """The trainer's HF engine over the policy in ``folder`` (loaded once, used for every length)."""
     import torch
 
     from spell.config import ModelConfig
-    from spell.heldout import heldout_metrics
-    from spell.prompts import load_templates
     from spell.rl.engine import build_engine
     from spell.rl.policy import load_policy
 
     model, tokenizer = load_policy(ModelConfig(path=str(folder)), torch.device("cpu"))
-    engine = build_engine(cfg.engine, model, tokenizer, seed=cfg.train.seed)
+    return build_engine(cfg.engine, model, tokenizer, seed=cfg.train.seed)
+
+
+def policy_scores(engine, items: list, cfg) -> tuple[list[dict], float]:
+    """Per-question scores of ``engine``'s policy on ``items`` (the trainer's held-out path), and seconds."""
+    from spell.heldout import heldout_metrics
+    from spell.prompts import load_templates
+
     scores: list[dict] = []
     start = time.perf_counter()
     heldout_metrics(engine, items, cfg.eval, load_templates(None), cfg.data.max_prompt_tokens, seed=cfg.train.seed,
@@ -83,12 +88,10 @@ def compare(before: list[dict], after: list[dict]) -> dict:
     return out
 
 
-def prompt_tokens(items: list, tokenizer_folder: Path, max_tokens: int) -> float:
-    from transformers import AutoTokenizer
-
+def prompt_tokens(items: list, tokenizer, max_tokens: int) -> float:
+    """Mean untruncated prompt length of ``items`` in ``tokenizer``'s tokens."""
     from spell.evaluate.runner import prepare_prompt
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
     lengths = [prepare_prompt(item, tokenizer, max_tokens)[1] for item in items]
     return round(sum(lengths) / len(lengths), 1)
 
@@ -107,13 +110,14 @@ def main(argv: list[str] | None = None) -> None:
     cfg = apply_builtin_defaults(load_config("builtin", ["eval.temperature=0"]))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        trained = export_checkpoint(ckpt, Path(tmp) / "trained")
+        base = load_engine(SHIPPED_POLICY, cfg)
+        trained = load_engine(export_checkpoint(ckpt, Path(tmp) / "trained"), cfg)
         for tokens in args.tokens:
             items = load_generic(world_at(tokens) / f"{args.split}.jsonl")
             items = items[: args.limit] if args.limit else items
-            before, seconds0 = policy_scores(SHIPPED_POLICY, items, cfg)
+            before, seconds0 = policy_scores(base, items, cfg)
             after, seconds1 = policy_scores(trained, items, cfg)
-            row = {"tokens": tokens, "prompt_tokens_mean": prompt_tokens(items, SHIPPED_POLICY,
+            row = {"tokens": tokens, "prompt_tokens_mean": prompt_tokens(items, base.tokenizer,
                                                                         cfg.data.max_prompt_tokens),
                    "eval_s": [round(seconds0, 1), round(seconds1, 1)], **compare(before, after)}
             rows.append(row)
