@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "context_gain.py"
 
 
 @pytest.fixture(scope="module")
-def context_gain():
-    spec = importlib.util.spec_from_file_location("context_gain_benchmark", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def context_gain(load_benchmark):
+    return load_benchmark("context_gain")
 
 
 def _scores(task_scores):

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "vs_trl.py"
 
 
 @pytest.fixture(scope="module")
-def vs_trl():
-    spec = importlib.util.spec_from_file_location("vs_trl_benchmark", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def vs_trl(load_benchmark):
+    return load_benchmark("vs_trl")
 
 
 @pytest.mark.parametrize("texts", [["a", "b", "c", "d", "e", "f", "g", "h"], ["same"] * 8, ["", ""], ["x"] * 5])
