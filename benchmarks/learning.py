@@ -68,7 +68,18 @@ def run_variant(name: str, seed: int, steps: int, out_root: Path, extra: list[st
         "cpu_s": time.process_time() - start, "wall_s": time.perf_counter() - wall,
         "valid_rate_last": rows[-1].get("questioner/valid_rate"),
         "truth": truth,
+        **run_record(out),
     }
+
+
+def run_record(out: Path) -> dict:
+    """What a finished run folder tells afterwards: the paired held-out change between its first and last evaluation
+    (``paired``: delta, SE, 95% low and high, in points over the same questions)."""
+    from spell.report import heldout_change
+
+    change = heldout_change(out)
+    overall = None if change is None else change["tasks"]["all"]
+    return {"paired": None if overall is None else {k: round(overall[k], 2) for k in ("delta", "se", "low", "high")}}
 
 
 def summarise(per_variant: dict[str, list[dict]], seeds: list[int]) -> dict:
@@ -93,12 +104,19 @@ def summarise(per_variant: dict[str, list[dict]], seeds: list[int]) -> dict:
     return out
 
 
-def merge_parts(parts: list[dict]) -> dict:
-    """One summary from partial results split by variant, by seed or both (runs ordered by seed)."""
+def merge_parts(parts: list[dict], runs_root: Path | None = None) -> dict:
+    """One summary from partial results split by variant, by seed or both (runs ordered by seed).
+
+    ``runs_root``: the ``--out`` folder of the runs; a run whose part lacks :func:`run_record`'s fields (written
+    by an older version) gets them from its folder ``<runs_root>/<variant>_seed<seed>`` when that exists."""
     per_variant: dict[str, list[dict]] = {}
     for part in parts:
         for name, variant in part["variants"].items():
             per_variant.setdefault(name, []).extend(variant["runs"])
+            for run in variant["runs"]:
+                folder = None if runs_root is None else runs_root / f"{name}_seed{run['seed']}"
+                if "paired" not in run and folder is not None and (folder / "heldout").is_dir():
+                    run.update(run_record(folder))
     for runs in per_variant.values():
         runs.sort(key=lambda run: run.get("seed", 0))
     ordered = {name: per_variant[name] for name in [*VARIANTS, *sorted(per_variant)] if name in per_variant}
@@ -113,6 +131,31 @@ def _task_delta(variant: dict, task: str) -> str:
     key = f"heldout/{task}"
     before, after = variant.get("initial_by_key", {}).get(key), variant["final_by_key"].get(key)
     return "-" if before is None or after is None else f"{after - before:+.2f}"
+
+
+def per_seed_cell(runs: list[dict]) -> str:
+    """``s0: +3.67 (0.90); s1: …``: each seed's change in points with its paired standard error when recorded."""
+    cells = []
+    for run in runs:
+        paired = run.get("paired")
+        delta = 100 * (run["a1"] - run["a0"])
+        cells.append(f"s{run['seed']}: {delta:+.2f}" + ("" if not paired else f" ({paired['se']:.2f})"))
+    return "; ".join(cells)
+
+
+def gap_cell(spell_runs: list[dict], runs: list[dict]) -> str:
+    """Full SPELL's change minus the variant's, in points, averaged over the seeds both ran (``-`` if none)."""
+    spell_by_seed = {run["seed"]: run["a1"] - run["a0"] for run in spell_runs}
+    gaps = [spell_by_seed[run["seed"]] - (run["a1"] - run["a0"]) for run in runs if run["seed"] in spell_by_seed]
+    return "-" if not gaps else f"{100 * statistics.fmean(gaps):+.2f} ({len(gaps)} seeds)"
+
+
+def base_line(summary: dict) -> list[str]:
+    """The base policy's held-out accuracy (step 0 of every run: the same shipped weights), overall and per task."""
+    first = next(iter(summary["variants"].values()))
+    tasks = ", ".join(f"{task} {first['initial_by_key'][f'heldout/{task}']:.2f}%" for task in TASK_COLUMNS
+                      if f"heldout/{task}" in first.get("initial_by_key", {}))
+    return [f"Base policy (no training, step 0 of each run): {first['a0_mean']}%" + (f" ({tasks})" if tasks else "")]
 
 
 TRUTH_COLUMNS = ("reference_true", "responder_true", "verifier_true", "reward_true", "valid_rate",
@@ -138,13 +181,20 @@ def write_reports(summary: dict, steps: int, name: str = "learning") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     summary["steps"] = steps
     (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
-    lines = [f"# Learning benchmark ({steps} steps, seeds {summary['seeds']})", "",
-             "| variant | A0 % | A1 % | delta (pts) | ± std | " + " | ".join(f"{t} delta" for t in TASK_COLUMNS)
-             + " | CPU s / run |", "|---|---|---|---|---|" + "---|" * len(TASK_COLUMNS) + "---|"]
+    lines = [f"# Learning benchmark ({steps} steps, seeds {summary['seeds']})", "", *base_line(summary), "",
+             "| variant | A0 % | A1 % | delta (pts) | ± std | per seed: delta (paired SE) | vs full SPELL | "
+             + " | ".join(f"{t} delta" for t in TASK_COLUMNS) + " | CPU s / run |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(TASK_COLUMNS) + "---|"]
+    spell = summary["variants"].get("spell")
     for variant, v in summary["variants"].items():
         by_task = [_task_delta(v, task) for task in TASK_COLUMNS]
+        gap = "-" if spell is None or variant == "spell" else gap_cell(spell["runs"], v["runs"])
         lines.append(f"| {variant} | {v['a0_mean']} | {v['a1_mean']} | {v['delta_mean']:+} | {v['delta_std']} | "
-                     + " | ".join(by_task) + f" | {v['cpu_s_mean']} |")
+                     f"{per_seed_cell(v['runs'])} | {gap} | " + " | ".join(by_task)
+                     + f" | {v['cpu_s_mean']} |")
+    lines += ["", "vs full SPELL: full SPELL's change minus the variant's, in points, mean over the seeds both ran "
+                  "(compare with the seed spread, the ± std column). CPU s: the whole run's process time, its "
+                  "two evaluations of the held-out questions included, so an upper bound of the self-play part's."]
     lines += truth_table(summary)
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     import matplotlib
@@ -175,11 +225,13 @@ def main() -> None:
     parser.add_argument("--split", choices=("heldout", "validation"), default="heldout",
                         help="questions to measure on: validation while tuning, heldout for the final numbers")
     parser.add_argument("--merge", type=Path, nargs="+", help="merge partial results files instead of running")
+    parser.add_argument("--runs", type=Path, help="with --merge: the runs' --out folder, to fill in the paired SE of "
+                        "parts written before it was recorded")
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every run")
     args = parser.parse_args()
     if args.merge:
         parts = [json.loads(path.read_text()) for path in args.merge]
-        summary = merge_parts(parts)
+        summary = merge_parts(parts, args.runs)
         write_reports(summary, parts[0]["steps"], args.name)
         print(f"learning: A0={summary['a0_mean']} A1={summary['a1_mean']} delta={summary['delta_mean']}")
         return

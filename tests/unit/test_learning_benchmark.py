@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 
@@ -47,3 +49,34 @@ def test_truth_table_averages_each_role_over_seeds(learning):
     # reference: mean(0.1, 0.3) = 0.20; responder: only seed 0 measured it; verifier mean(0.5, 0.7) = 0.60;
     # questioner reward on wrong references: only seed 1 measured it
     assert lines[-1] == "| spell | 1-3 | 0.20 | 0.20 | 0.60 | - | - | - | 0.60 |"
+
+
+def test_per_seed_cell_and_gap_to_full_spell(learning):
+    spell = [_run(0, 0.20, 0.25, 0.2, 0.2), _run(1, 0.20, 0.22, 0.2, 0.2)]
+    spell[0]["paired"] = {"delta": 5.0, "se": 0.9, "low": 3.2, "high": 6.8}
+    frozen = [_run(1, 0.20, 0.21, 0.2, 0.2), _run(2, 0.20, 0.30, 0.2, 0.2)]
+    # seed 0: +5 points with SE 0.9; seed 1: +2 points, no paired record (an older part)
+    assert learning.per_seed_cell(spell) == "s0: +5.00 (0.90); s1: +2.00"
+    # only seed 1 ran both: spell +2 - frozen +1 = +1 point; seed 2 has no full-SPELL run to pair with
+    assert learning.gap_cell(spell, frozen) == "+1.00 (1 seeds)"
+    assert learning.gap_cell(spell, [_run(5, 0.2, 0.2, 0.2, 0.2)]) == "-"
+
+
+def test_base_line_reports_step_zero_per_task(learning):
+    summary = learning.summarise({"spell": [_run(0, 0.25, 0.3, 0.5, 0.5)]}, [0])
+    assert learning.base_line(summary) == ["Base policy (no training, step 0 of each run): 25.0% (doc_mc 50.00%)"]
+
+
+def test_merge_fills_paired_change_from_the_run_folder(learning, tmp_path):
+    folder = tmp_path / "spell_seed0" / "heldout"
+    folder.mkdir(parents=True)
+    before, after = [0, 0, 1, 1], [1, 0, 1, 1]  # one of four questions flips right: +25 points, SE 0.5/sqrt(4)
+    for step, scores in ((0, before), (60, after)):
+        rows = [json.dumps({"id": f"q{i}", "task": "doc_mc", "score": s}) for i, s in enumerate(scores)]
+        (folder / f"step_{step:06d}.jsonl").write_text("\n".join(rows) + "\n")
+    part = learning.summarise({"spell": [_run(0, 0.5, 0.75, 0.5, 0.75)]}, [0])
+    merged = learning.merge_parts([part], tmp_path)
+    paired = merged["variants"]["spell"]["runs"][0]["paired"]
+    assert (paired["delta"], paired["se"]) == (25.0, 25.0)
+    assert learning.merge_parts([learning.summarise({"spell": [_run(1, 0.5, 0.5, 0.5, 0.5)]}, [1])],
+                                tmp_path)["variants"]["spell"]["runs"][0].get("paired") is None  # no folder
