@@ -113,9 +113,9 @@ def merge_parts(parts: list[dict], runs_root: Path | None = None) -> dict:
     for part in parts:
         for name, variant in part["variants"].items():
             per_variant.setdefault(name, []).extend(variant["runs"])
-            for run in variant["runs"]:
-                folder = None if runs_root is None else runs_root / f"{name}_seed{run['seed']}"
-                if "paired" not in run and folder is not None and (folder / "heldout").is_dir():
+            for run in variant["runs"] if runs_root is not None else ():
+                folder = runs_root / f"{name}_seed{run['seed']}"
+                if "paired" not in run and (folder / "heldout").is_dir():
                     run.update(run_record(folder))
     for runs in per_variant.values():
         runs.sort(key=lambda run: run.get("seed", 0))
