@@ -126,6 +126,10 @@ def shared_caches(monkeypatch):
     return made
 
 
+def without_logprobs(groups):
+    return [[dataclasses.replace(c, logprobs=()) for c in group] for group in groups]
+
+
 def token_ids(groups):
     return [[c.token_ids for c in group] for group in groups]
 
@@ -176,7 +180,6 @@ def test_unpadded_single_prompts_match_padded_batch(model, tokenizer, prompts):
 def test_layout_does_not_change_greedy_output(model, tokenizer, prompts, engine_kwargs):
     expected = HFEngine(model, tokenizer).generate(prompts, GREEDY, n=2)
     got = HFEngine(model, tokenizer, **engine_kwargs).generate(prompts, GREEDY, n=2)
-    without_logprobs = lambda groups: [[dataclasses.replace(c, logprobs=()) for c in g] for g in groups]  # noqa: E731
     assert without_logprobs(got) == without_logprobs(expected)
     # the log-probs come from other attention arithmetic in each layout: equal to fp32 rounding, not bit for bit
     for got_group, want_group in zip(got, expected):
@@ -522,3 +525,69 @@ def test_completions_carry_the_log_probs_the_trainer_scores(model, tokenizer, pr
         # the engine's decode (KV cache, T = 0.7) and the trainer's full forward agree to fp32 rounding
         torch.testing.assert_close(train[row][batch["completion_mask"][row]], torch.tensor(c.logprobs),
                                    rtol=0, atol=1e-4)
+
+
+def forward_batch_sizes(model):
+    """Record the batch size of every forward pass of ``model`` (a hook; remove it with the returned handle)."""
+    sizes = []
+    handle = model.register_forward_pre_hook(lambda module, args, kwargs: sizes.append(kwargs["input_ids"].shape[0]),
+                                             with_kwargs=True)
+    return sizes, handle
+
+
+@pytest.mark.parametrize("prompt_kv", ["shared", "copied", "repeated"])
+@pytest.mark.parametrize("n", [1, 4])
+def test_dropping_finished_rows_draws_the_same_tokens(model, tokenizer, prompts, prompt_kv, n):
+    sampling = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=24, seed=4)
+    engine = HFEngine(model, tokenizer, prompt_kv=prompt_kv, drop_finished=False)
+    engine.eos_token_ids = frozenset()
+    free = token_ids(engine.generate(prompts, sampling, n=n))
+    stops = frozenset(row[3] for group in free[:3] for row in group)  # token 3 of prompts 0-2's rows: they stop
+    outputs, sizes = {}, {}
+    for drop in (False, True):
+        engine = HFEngine(model, tokenizer, prompt_kv=prompt_kv, drop_finished=drop)
+        engine.eos_token_ids = stops
+        sizes[drop], handle = forward_batch_sizes(model)
+        outputs[drop] = engine.generate(prompts, sampling, n=n)
+        handle.remove()
+    assert without_logprobs(outputs[True]) == without_logprobs(outputs[False])  # tokens, texts, finish reasons
+    for got_group, want_group in zip(outputs[True], outputs[False]):  # fewer rows per product: fp32 rounding
+        for got, want in zip(got_group, want_group):
+            torch.testing.assert_close(torch.tensor(got.logprobs), torch.tensor(want.logprobs), rtol=0, atol=1e-4)
+    assert token_ids(outputs[True]) == reference_generate(model, prompts, sampling, n, stops, engine.pad_token_id)
+    assert "length" in {c.finish_reason for group in outputs[True] for c in group}  # some rows ran to the end
+    rows = len(prompts) * n
+    assert set(sizes[False][1:]) == {rows}  # without dropping every decode step computes all 5 x n rows
+    assert min(sizes[True][1:]) < rows  # with it some steps compute fewer rows
+    assert sum(sizes[True][1:]) < sum(sizes[False][1:])
+
+
+class RecordedRows:
+    """A fake of the engine's decode rows (orchestration test): records what ``keep`` was asked to keep."""
+
+    def __init__(self, group):
+        self.group, self.kept = group, []
+
+    def keep(self, index):
+        self.kept.append(index.tolist())
+
+
+@pytest.mark.parametrize(
+    "group, running, finished, kept, still",
+    [
+        # 8 rows, groups of 1: rows 0 and 5 finished = 2 of 8, a quarter -> dropped
+        (1, range(8), [0, 5], [[1, 2, 3, 4, 6, 7]], [1, 2, 3, 4, 6, 7]),
+        # 8 rows, only row 0 finished: 1 of 8 is under a quarter -> kept computing
+        (1, range(8), [0], [], list(range(8))),
+        # groups of 2 among rows 2..7 (rows 0, 1 already gone): rows 2, 3 finished = group 0 of 3 groups; 1 * 4 >= 4
+        (2, range(2, 8), [0, 1, 2, 3, 4], [[2, 3, 4, 5]], [4, 5, 6, 7]),
+        # groups of 2: rows 2 and 4 finished, but each group still has a running row -> nothing to drop
+        (2, range(8), [2, 4], [], list(range(8))),
+    ],
+)
+def test_drop_finished_groups(group, running, finished, kept, still):
+    rows = RecordedRows(group)
+    done = torch.zeros(8, dtype=torch.bool)
+    done[finished] = True
+    assert HFEngine._drop_finished_groups(rows, torch.tensor(list(running)), done).tolist() == still
+    assert rows.kept == kept

@@ -5,9 +5,10 @@ is prefilled ONCE and its KV cache is kept ONCE: the n samples' queries attend t
 query rows of one matrix product), and only each sample's own new tokens are cached per row
 (:func:`shared_prefix_attention`). Before issue 13 the prompt's KV was copied n times, each copy with room for
 max_new_tokens (``prompt_kv="copied"``, still used for models this attention cannot serve, e.g. sliding-window
-layers). Prompts are left-padded, sampling is temperature + top-p (spec §8). On a bf16-capable GPU the forward
-passes run under bf16 autocast by default (``compute_dtype="auto"``); on CPU they run in the parameters' dtype.
-Measured in benchmarks/rollout_prefix.py.
+layers). A row that drew its eos stops being computed once a quarter of its batch has (``drop_finished``; the
+tokens do not change). Prompts are left-padded, sampling is temperature + top-p (spec §8). On a bf16-capable GPU
+the forward passes run under bf16 autocast by default (``compute_dtype="auto"``); on CPU in the parameters' dtype.
+Measured in benchmarks/rollout_prefix.py and benchmarks/rollout_stop.py.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -137,6 +137,10 @@ class HFEngine:
         compute_dtype: ``"auto"`` (default): bf16 autocast on a bf16-capable CUDA device when the parameters are
             fp32 (``model.dtype=auto``); otherwise the parameters' dtype. ``None``: always the parameters' dtype.
             A ``torch.dtype``: autocast to it on the model's device.
+        drop_finished: stop computing the rows that drew an eos (default): once a quarter of a batch's computed
+            rows have finished, they leave its KV cache and forward passes (with ``"shared"``, a prompt leaves when
+            all its n rows have). The tokens are the same as with False (the baseline of
+            benchmarks/rollout_prefix.py); only the work of the finished rows is saved.
 
     Attributes:
         eos_token_ids: ids that end a completion (see :func:`resolve_eos_ids`); may be replaced, e.g. by an
@@ -151,6 +155,7 @@ class HFEngine:
         max_batch_prompts: int = 8,
         prompt_kv: PromptKV = "shared",
         compute_dtype: torch.dtype | Literal["auto"] | None = "auto",
+        drop_finished: bool = True,
     ):
         if max_batch_prompts < 1:
             raise ValueError(f"max_batch_prompts must be >= 1, got {max_batch_prompts}")
@@ -160,6 +165,7 @@ class HFEngine:
         self.max_batch_prompts = max_batch_prompts
         self.prompt_kv = prompt_kv
         self.compute_dtype = compute_dtype
+        self.drop_finished = drop_finished
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_token_id = int(pad) if pad is not None else 0
         self._shared_ok = True  # until a model the shared-prompt attention cannot serve (warned about once)
@@ -267,61 +273,40 @@ class HFEngine:
             del cache  # its tensors live on, once, as the shared layers' prefixes
             positions = prompt_mask.sum(dim=-1, keepdim=True).repeat_interleave(n, dim=0)  # [rows, 1]
             with shared_prefix_attention_enabled(self.model):
-                tokens, logprobs = self._decode(logits, partial(self._shared_forward, shared, positions), sampling,
-                                                generator)
+                tokens, logprobs = self._decode(logits, _SharedRows(self, shared, positions), sampling, generator)
         else:
             if layout == "copied" and n > 1:
                 cache.batch_repeat_interleave(n)
                 prompt_mask = prompt_mask.repeat_interleave(n, dim=0)
             reserve_cache(cache, sampling.max_new_tokens)
-            tokens, logprobs = self._decode(logits, partial(self._copied_forward, cache, prompt_mask), sampling,
-                                            generator)
+            tokens, logprobs = self._decode(logits, _CopiedRows(self, cache, prompt_mask), sampling, generator)
         return self._to_completions(prompts, tokens, logprobs, n)
-
-    def _shared_forward(self, cache: Any, positions: torch.Tensor, token: torch.Tensor, step: int) -> torch.Tensor:
-        """Feed the tokens sampled at ``step`` [rows] on the shared-prefix cache; return the next logits [rows, V]."""
-        out = self.model(
-            input_ids=token[:, None],
-            position_ids=positions + step,
-            use_cache=True,
-            **{self._cache_kwarg: cache, SHARED_PREFIX_KWARG: cache},
-        )
-        cache.check_attended()
-        return out.logits[:, -1, :]
-
-    def _copied_forward(
-        self, cache: DynamicCache, prompt_mask: torch.Tensor, token: torch.Tensor, step: int
-    ) -> torch.Tensor:
-        """The same step on a per-row cache (each row holds its prompt): the mask grows by one column per step."""
-        attention_mask = torch.cat([prompt_mask, prompt_mask.new_ones(prompt_mask.shape[0], step + 1)], dim=-1)
-        out = self.model(
-            input_ids=token[:, None],
-            attention_mask=attention_mask,
-            position_ids=prompt_mask.sum(dim=-1, keepdim=True) + step,
-            use_cache=True,
-            **{self._cache_kwarg: cache},
-        )
-        return out.logits[:, -1, :]
 
     def _decode(
         self,
         logits: torch.Tensor,
-        forward: Callable[[torch.Tensor, int], torch.Tensor],
+        rows: _DecodeRows,
         sampling: SamplingParams,
         generator: torch.Generator | None,
     ) -> tuple[list[list[int]], list[list[float]]]:
-        """Sample a token per row from ``logits`` [rows, V], feed it with ``forward(token, step)``, repeat.
+        """Sample a token per row from ``logits`` [rows, V], feed the running rows' tokens to ``rows``, repeat.
 
-        Rows that drew an eos get the pad token from then on (they keep their place, so the random draws of the
-        other rows do not depend on when a row stops). Returns the tokens [rows, steps] and their log-probs
-        (:func:`token_logprob`) as lists.
+        Rows that drew an eos get the pad token from then on. With ``drop_finished`` the forward passes stop
+        computing them: once a quarter of the computed rows have finished (whole groups of ``rows.group``),
+        ``rows.keep`` drops them from the cache. Sampling still draws over every row (the finished ones on
+        zero logits): the draw of a row depends only on its own logits and the generator's state, which
+        advances by rows x V per step however many rows are running, so the running rows draw the same tokens
+        as without dropping. Returns the tokens [rows, steps] and their log-probs (:func:`token_logprob`).
         """
-        rows = logits.shape[0]
+        total = logits.shape[0]
         eos = torch.tensor(sorted(self.eos_token_ids), dtype=torch.long, device=logits.device)
-        finished = torch.zeros(rows, dtype=torch.bool, device=logits.device)
+        finished = torch.zeros(total, dtype=torch.bool, device=logits.device)
+        running = torch.arange(total, device=logits.device)  # the rows the forward passes compute
         steps: list[torch.Tensor] = []
         logprobs: list[torch.Tensor] = []
         for step in range(sampling.max_new_tokens):
+            if len(running) < total:  # dropped rows: zero logits keep the draws' layout
+                logits = logits.new_zeros(total, logits.shape[1]).index_copy_(0, running, logits)
             token = sample_next_token(logits, sampling.temperature, sampling.top_p, generator)
             token = token.masked_fill(finished, self.pad_token_id)
             steps.append(token)
@@ -329,8 +314,21 @@ class HFEngine:
             finished |= torch.isin(token, eos)
             if step + 1 == sampling.max_new_tokens or bool(finished.all()):
                 break
-            logits = forward(token, step)
+            if self.drop_finished:
+                running = self._drop_finished_groups(rows, running, finished)
+            logits = rows.forward(token[running], step)
         return torch.stack(steps, dim=1).tolist(), torch.stack(logprobs, dim=1).tolist()  # [rows, steps] each
+
+    @staticmethod
+    def _drop_finished_groups(rows: _DecodeRows, running: torch.Tensor, finished: torch.Tensor) -> torch.Tensor:
+        """Drop the groups of ``rows.group`` running rows that have all finished, once they are at least a
+        quarter of the running rows (fewer cache copies); return the rows still computed."""
+        done = finished[running].view(-1, rows.group).all(dim=1)  # [running groups]
+        if int(done.sum()) * 4 < max(len(done), 4):
+            return running
+        keep = (~done).repeat_interleave(rows.group).nonzero().squeeze(-1)  # positions among the running rows
+        rows.keep(keep)
+        return running[keep]
 
     def _to_completions(
         self, prompts: Sequence[Sequence[int]], tokens: list[list[int]], logprobs: list[list[float]], n: int
@@ -347,3 +345,61 @@ class HFEngine:
                 group.append(Completion(text, tuple(ids), tuple(prompt), reason, tuple(row_logprobs[: len(ids)])))
             grouped.append(group)
         return grouped
+
+
+class _DecodeRows:
+    """The rows a decode loop computes: ``forward`` feeds them a token each, ``keep`` drops the others from the
+    cache. ``group``: rows that can only leave together (the n samples of a prompt whose KV they share)."""
+
+    group = 1
+
+    def forward(self, token: torch.Tensor, step: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def keep(self, index: torch.Tensor) -> None:
+        raise NotImplementedError
+
+
+class _SharedRows(_DecodeRows):
+    """Rows on a :class:`SharedPrefixCache` (the prompt's KV once per prompt), leaving a prompt at a time."""
+
+    def __init__(self, engine: HFEngine, cache: Any, positions: torch.Tensor):
+        self.engine, self.cache, self.positions = engine, cache, positions  # positions [rows, 1]
+        self.group = cache.n
+
+    def forward(self, token: torch.Tensor, step: int) -> torch.Tensor:
+        """Feed the tokens sampled at ``step`` [rows]; return the next logits [rows, V]."""
+        out = self.engine.model(
+            input_ids=token[:, None],
+            position_ids=self.positions + step,
+            use_cache=True,
+            **{self.engine._cache_kwarg: self.cache, SHARED_PREFIX_KWARG: self.cache},
+        )
+        self.cache.check_attended()
+        return out.logits[:, -1, :]
+
+    def keep(self, index: torch.Tensor) -> None:
+        self.positions = self.positions[index]
+        self.cache.keep_rows(index)
+
+
+class _CopiedRows(_DecodeRows):
+    """Rows that each hold their prompt's KV (``"copied"`` / ``"repeated"``): the mask grows a column per step."""
+
+    def __init__(self, engine: HFEngine, cache: Any, prompt_mask: torch.Tensor):
+        self.engine, self.cache, self.prompt_mask = engine, cache, prompt_mask
+
+    def forward(self, token: torch.Tensor, step: int) -> torch.Tensor:
+        mask = self.prompt_mask
+        out = self.engine.model(
+            input_ids=token[:, None],
+            attention_mask=torch.cat([mask, mask.new_ones(mask.shape[0], step + 1)], dim=-1),
+            position_ids=mask.sum(dim=-1, keepdim=True) + step,
+            use_cache=True,
+            **{self.engine._cache_kwarg: self.cache},
+        )
+        return out.logits[:, -1, :]
+
+    def keep(self, index: torch.Tensor) -> None:
+        self.prompt_mask = self.prompt_mask[index]
+        self.cache.batch_select_indices(index)

@@ -58,6 +58,13 @@ if DynamicLayer is not None:
             self.values = self._value_buffer[..., :end, :]
             return self.keys, self.values
 
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            """Keep the rows ``indices`` (buffers included, so later steps still write in place)."""
+            length = self.keys.shape[-2]
+            self._key_buffer, self._value_buffer = self._key_buffer[indices], self._value_buffer[indices]
+            self.keys = self._key_buffer[..., :length, :]
+            self.values = self._value_buffer[..., :length, :]
+
     class SharedPrefixLayer(CacheLayerMixin):
         """One layer of a :class:`SharedPrefixCache`: the prompts' KV once, plus every row's new tokens.
 
@@ -105,6 +112,14 @@ if DynamicLayer is not None:
             self.values = self._value_buffer[..., :end, :]
             return self.keys, self.values
 
+        def keep(self, prompts: torch.Tensor, rows: torch.Tensor) -> None:
+            """Keep the prompts ``prompts`` of the prefix and the rows ``rows`` of the new tokens."""
+            self.prefix_keys, self.prefix_values = self.prefix_keys[prompts], self.prefix_values[prompts]
+            if self._key_buffer is not None:
+                self._key_buffer, self._value_buffer = self._key_buffer[rows], self._value_buffer[rows]
+                self.keys = self._key_buffer[..., : self.length, :]
+                self.values = self._value_buffer[..., : self.length, :]
+
         def get_seq_length(self) -> int:
             return self.prefix_keys.shape[-2] + self.length
 
@@ -143,6 +158,15 @@ if DynamicLayer is not None:
             pad = prompt_mask == 0
             self.prompt_pad = pad[:, None, None, :] if bool(pad.any()) else None  # [B, 1, 1, L]: True at padding
             self.attended = 0  # layers served by shared_prefix_attention since the last check
+
+        def keep_rows(self, rows: torch.Tensor) -> None:
+            """Keep only the rows ``rows`` (sorted, whole prompts: all n rows of each kept prompt), layer by layer,
+            so at most one layer's kept copy exists beside the full cache."""
+            prompts = rows[:: self.n] // self.n
+            if self.prompt_pad is not None:
+                self.prompt_pad = self.prompt_pad[prompts]
+            for layer in self.layers:
+                layer.keep(prompts, rows)
 
         def check_attended(self) -> None:
             """Raise unless every layer's attention of the last forward went through the shared-prefix path."""
