@@ -87,7 +87,11 @@ class SpellConfig:
             _fail("engine.kind", "vllm", "vLLM needs a GPU; use engine.kind=hf with train.device=cpu")
         unknown = [t for t in self.verifier.tasks if t not in self.data.tasks]
         if unknown:
-            _fail("verifier.tasks", self.verifier.tasks, f"{unknown} not in data.tasks={self.data.tasks}")
+            names = lambda tasks: "[" + ",".join(t.value for t in tasks) + "]"  # noqa: E731
+            known = [t for t in self.verifier.tasks if t in self.data.tasks]
+            raise ConfigError(f"verifier.tasks={names(self.verifier.tasks)}: {names(unknown)} not in "
+                              f"data.tasks={names(self.data.tasks)}; fix: verifier.tasks={names(known)} "
+                              "(the verifier can only check tasks that are trained)")
 
 
 def resolve_preset(name_or_path: str) -> Path:

@@ -548,3 +548,11 @@ def test_importing_config_loads_no_torch():
     # omegaconf is expected (and shows the probe detects a loaded module); nothing heavy comes with it
     assert json.loads(result.stdout.strip().splitlines()[-1]) == ["omegaconf"]
 
+
+
+def test_verifier_tasks_outside_data_tasks_name_the_fix():
+    with pytest.raises(ConfigError) as err:
+        load_config("builtin", ["data.tasks=[doc_general_qa]"])  # verifier.tasks keeps the default three
+    assert str(err.value).endswith(
+        "verifier.tasks=[docmath_qa,doc_general_qa,doc_mc]: [docmath_qa,doc_mc] not in data.tasks=[doc_general_qa]; "
+        "fix: verifier.tasks=[doc_general_qa] (the verifier can only check tasks that are trained)")
