@@ -5,7 +5,7 @@ full SPELL; the same budget for the paper's ablations (questioner frozen, no ver
 and the RLVR baseline (responder-only GRPO on labelled train questions). Held-out questions come from
 document sets disjoint from training and are never trained on.
 
-    .venv/bin/python benchmarks/learning.py --seeds 0 1 2 --steps 60
+    .venv/bin/python benchmarks/learning.py --seeds 0 1 2 --steps 100
     .venv/bin/python benchmarks/learning.py --seeds 0 --steps 2 --variants spell   # smoke
 
 Writes benchmarks/results/learning.json (a0_mean, a1_mean, delta_mean, seeds, per-seed lists, one entry per
@@ -218,7 +218,7 @@ def write_reports(summary: dict, steps: int, name: str = "learning") -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=60, help="self-play steps per run (the builtin preset's 60)")
+    parser.add_argument("--steps", type=int, default=100, help="self-play steps per run (the builtin preset's 100)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=Path("runs/learning"))
     parser.add_argument("--name", default="learning", help="results file stem (parallel partial runs)")

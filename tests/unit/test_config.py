@@ -164,7 +164,7 @@ def test_missing_preset_lists_the_available_ones():
 
 def test_override_beats_preset_beats_default():
     cfg = load_config("builtin", ["train.max_steps=3", "questioner.reward_mapping=rzero"])
-    assert cfg.train.max_steps == 3  # override (preset says 60, default 70)
+    assert cfg.train.max_steps == 3  # override (preset says 100, default 70)
     assert cfg.grpo.lr == 1e-4  # preset (default 2e-6), not overridden
     assert cfg.grpo.clip_low == 0.2  # default, the preset does not set it
     assert cfg.questioner.reward_mapping == QuestionerRewardMapping.RZERO
