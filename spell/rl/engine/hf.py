@@ -140,7 +140,7 @@ class HFEngine:
         drop_finished: stop computing the rows that drew an eos (default): once a quarter of a batch's computed
             rows have finished, they leave its KV cache and forward passes (with ``"shared"``, a prompt leaves when
             all its n rows have). The tokens are the same as with False (the baseline of
-            benchmarks/rollout_prefix.py); only the work of the finished rows is saved.
+            benchmarks/rollout_stop.py); only the work of the finished rows is saved.
 
     Attributes:
         eos_token_ids: ids that end a completion (see :func:`resolve_eos_ids`); may be replaced, e.g. by an
@@ -294,9 +294,9 @@ class HFEngine:
         Rows that drew an eos get the pad token from then on. With ``drop_finished`` the forward passes stop
         computing them: once a quarter of the computed rows have finished (whole groups of ``rows.group``),
         ``rows.keep`` drops them from the cache. Sampling still draws over every row (the finished ones on
-        zero logits): the draw of a row depends only on its own logits and the generator's state, which
-        advances by rows x V per step however many rows are running, so the running rows draw the same tokens
-        as without dropping. Returns the tokens [rows, steps] and their log-probs (:func:`token_logprob`).
+        zero logits): PyTorch's one-sample multinomial draws an exponential variate per entry, so a row's draw
+        depends only on its own logits and the generator's state, which advances by rows x V per step however many
+        rows are running; the running rows draw the same tokens as without dropping (tested on CPU). Returns the tokens [rows, steps] and their log-probs (:func:`token_logprob`).
         """
         total = logits.shape[0]
         eos = torch.tensor(sorted(self.eos_token_ids), dtype=torch.long, device=logits.device)
