@@ -296,7 +296,8 @@ class HFEngine:
         ``rows.keep`` drops them from the cache. Sampling still draws over every row (the finished ones on
         zero logits): PyTorch's one-sample multinomial draws an exponential variate per entry, so a row's draw
         depends only on its own logits and the generator's state, which advances by rows x V per step however many
-        rows are running; the running rows draw the same tokens as without dropping (tested on CPU). Returns the tokens [rows, steps] and their log-probs (:func:`token_logprob`).
+        rows are running; the running rows draw the same tokens as without dropping (tested on CPU). Returns the
+        tokens [rows, steps] and their log-probs (:func:`token_logprob`).
         """
         total = logits.shape[0]
         eos = torch.tensor(sorted(self.eos_token_ids), dtype=torch.long, device=logits.device)
