@@ -9,8 +9,11 @@ round) after a warm-up round; each round draws new document sets. Reported per s
 rounds and the baseline / drop ratio; and whether both variants produced the same questions, answers and votes
 (they draw the same tokens; only the rows' floating-point rounding may differ).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/rollout_stop.py --rounds 4
-Writes benchmarks/results/rollout_stop.json; the last line is ``rollout_stop: speedup=… questioner=… same=…``.
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/rollout_stop.py --rounds 3   # the preset's batches (24)
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/rollout_stop.py --rounds 3 --batch-prompts 8 \
+        --out benchmarks/results/rollout_stop_bp8.json                            # the batches of 8 before
+Writes benchmarks/results/rollout_stop.json (or --out); the last line is
+``rollout_stop: speedup=… questioner=… same=…``.
 """
 
 from __future__ import annotations
