@@ -115,10 +115,11 @@ def truth_accuracies(output_dir: Path, last_step: int, window: int = 3) -> Table
     report = diagnose_run(output_dir, world, windows)
     columns = {"valid_rate": "valid", "solver_parsed_rate": "known", "reference_true": "reference",
                "responder_true": "responder", "verifier_true": "verifier", "reward_true": "reward",
+               "responder_matches_wrong_ref": "agree wrong ref",
                "questioner_reward_true_ref": "paid true ref", "questioner_reward_wrong_ref": "paid wrong ref"}
     table = Table(title="how often each role is right by the world's facts (all tasks; known = questions the world "
-                        "can answer, the rest are over those; paid = mean questioner reward for a true / wrong "
-                        "reference)")
+                        "can answer, the rest are over those; agree wrong ref = responses matching a wrong "
+                        "reference; paid = mean questioner reward for a true / wrong reference)")
     table.add_column("steps")
     for header in columns.values():
         table.add_column(header)

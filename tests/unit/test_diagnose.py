@@ -90,3 +90,6 @@ def test_questioner_reward_is_split_by_reference_truth(world_set, bank):
     report = summarize([("doc_general_qa", wrong), ("doc_general_qa", right)])["doc_general_qa"]
     assert report["questioner_reward_true_ref"] == 0.08 and report["questioner_reward_wrong_ref"] == 0.755
     assert report["mean_responder_reward_true_ref"] == 0.5 and report["mean_responder_reward_wrong_ref"] == 0.75
+    # only the wrong reference's responses count: rule scores [0, 1] against "Nobody Known" -> 1 of 2 agree
+    assert report["responder_matches_wrong_ref"] == 0.5
+    assert summarize([("doc_general_qa", right)])["doc_general_qa"]["responder_matches_wrong_ref"] is None

@@ -63,7 +63,8 @@ def test_truth_table_shows_each_window_and_what_the_questioner_was_paid(tmp_path
     def fake_diagnose_run(run_dir, world, windows):  # a fake: the table's layout, not the diagnosis, is tested
         seen.append(windows)
         return {f"steps {a}-{b}": {"all": {"reference_true": 0.3, "questioner_reward_true_ref": 0.15,
-                                           "questioner_reward_wrong_ref": 0.46}} for a, b in windows}
+                                           "questioner_reward_wrong_ref": 0.46,
+                                           "responder_matches_wrong_ref": 0.28}} for a, b in windows}
 
     monkeypatch.setattr(diagnose, "diagnose_run", fake_diagnose_run)
     table = truth_accuracies(run, last_step=20)
@@ -73,3 +74,4 @@ def test_truth_table_shows_each_window_and_what_the_questioner_was_paid(tmp_path
     last = [list(c.cells)[1] for c in table.columns]
     assert last[0] == "18-20" and last[headers.index("reference")] == "0.30"
     assert last[-2:] == ["0.15", "0.46"] and last[headers.index("verifier")] == "-"
+    assert last[headers.index("agree wrong ref")] == "0.28"
