@@ -184,10 +184,10 @@ def _split_by_reference(solved: Sequence[dict]) -> dict:
     """Questioner reward (Eq. 7) and the responder group mean it came from, for true vs wrong references; and
     ``responder_matches_wrong_ref``, the share of responses that agree with a wrong reference by the rule check
     (the questioner and responders are one policy: a shared misreading is paid as if it were right)."""
-    wrong = [d for d in solved if d["reference_true"] == 0.0]
-    out = {"responder_matches_wrong_ref": _mean(v for d in wrong for v in d["rule_vs_reference"])}
-    for name, truth in (("true_ref", 1.0), ("wrong_ref", 0.0)):
-        rows = [d for d in solved if d["reference_true"] == truth]
+    by_truth = {name: [d for d in solved if d["reference_true"] == truth]
+                for name, truth in (("true_ref", 1.0), ("wrong_ref", 0.0))}
+    out = {"responder_matches_wrong_ref": _mean(v for d in by_truth["wrong_ref"] for v in d["rule_vs_reference"])}
+    for name, rows in by_truth.items():
         out[f"questioner_reward_{name}"] = _mean(d["questioner_reward"] for d in rows
                                                  if d.get("questioner_reward") is not None)
         out[f"mean_responder_reward_{name}"] = _mean(d["mean_responder_reward"] for d in rows
