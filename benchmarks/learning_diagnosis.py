@@ -16,7 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ("questioner_samples", "answered_rate", "valid_rate", "valid_rate_without_history",
            "valid_rate_with_history", "solver_parsed_rate", "reference_true", "responder_true",
-           "responder_matches_reference", "responder_matches_wrong_ref",
+           "responder_matches_reference", "responder_matches_wrong_ref", "valid_rate_true_ref",
+           "valid_rate_wrong_ref",
            "verifier_true", "verifier_yes_on_wrong", "verifier_yes_on_right",
            "reward_true")
 

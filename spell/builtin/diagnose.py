@@ -183,11 +183,14 @@ def summarize(diagnoses: Sequence[tuple[str, dict]]) -> dict:
 def _split_by_reference(solved: Sequence[dict]) -> dict:
     """Questioner reward (Eq. 7) and the responder group mean it came from, for true vs wrong references; and
     ``responder_matches_wrong_ref``, the share of responses that agree with a wrong reference by the rule check
-    (the questioner and responders are one policy: a shared misreading is paid as if it were right)."""
+    (the questioner and responders are one policy: a shared misreading is paid as if it were right); and
+    ``valid_rate_{true,wrong}_ref``, the share of each with reward variance (a group every responder answers alike
+    is zero-variance: Eq. 7 pays it 0, so a questioner cannot be paid for true references nobody misses)."""
     by_truth = {name: [d for d in solved if d["reference_true"] == truth]
                 for name, truth in (("true_ref", 1.0), ("wrong_ref", 0.0))}
     out = {"responder_matches_wrong_ref": _mean(v for d in by_truth["wrong_ref"] for v in d["rule_vs_reference"])}
     for name, rows in by_truth.items():
+        out[f"valid_rate_{name}"] = _mean(d["valid"] for d in rows)
         out[f"questioner_reward_{name}"] = _mean(d["questioner_reward"] for d in rows
                                                  if d.get("questioner_reward") is not None)
         out[f"mean_responder_reward_{name}"] = _mean(d["mean_responder_reward"] for d in rows

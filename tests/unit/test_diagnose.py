@@ -92,4 +92,8 @@ def test_questioner_reward_is_split_by_reference_truth(world_set, bank):
     assert report["mean_responder_reward_true_ref"] == 0.5 and report["mean_responder_reward_wrong_ref"] == 0.75
     # only the wrong reference's responses count: rule scores [0, 1] against "Nobody Known" -> 1 of 2 agree
     assert report["responder_matches_wrong_ref"] == 0.5
+    # _record's status is "valid" for both; a zero-variance true-reference group halves the true-ref valid rate
+    zero = diagnose_record(_record(world_set, answer=ceo, status="zero_variance"), bank)
+    split = summarize([("doc_general_qa", d) for d in (wrong, right, zero)])["doc_general_qa"]
+    assert split["valid_rate_true_ref"] == 0.5 and split["valid_rate_wrong_ref"] == 1.0
     assert summarize([("doc_general_qa", right)])["doc_general_qa"]["responder_matches_wrong_ref"] is None
