@@ -142,7 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spell", description="SPELL self-play RL for long-context LLMs")
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_config_commands(sub)
+    _add_model_commands(sub)
+    _add_data_commands(sub)
+    return parser
 
+
+def _add_config_commands(sub: argparse._SubParsersAction) -> None:
+    """The commands that read a run config: train, validate, print-config, plan."""
     train = sub.add_parser("train", help="run SPELL self-play training")
     _add_config_arguments(train)
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest good checkpoint "
@@ -168,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_plan_arguments(plan)
     plan.set_defaults(func=cmd_plan)
 
+
+def _add_model_commands(sub: argparse._SubParsersAction) -> None:
+    """The commands that evaluate, export or build a model: eval, export, init-default."""
     evaluate = sub.add_parser("eval", help="evaluate a model on long-context benchmarks")
     from spell.evaluate.cli import add_eval_arguments
 
@@ -187,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_init_default_arguments(init)
     init.set_defaults(func=cmd_init_default)
 
+
+def _add_data_commands(sub: argparse._SubParsersAction) -> None:
+    """The commands that build documents: data build (your documents), world build (the built-in world)."""
     data = sub.add_parser("data", help="build a training corpus from your documents")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     data_build = data_sub.add_parser("build", help="raw documents -> filtered, deduplicated, decontaminated, "
@@ -203,7 +216,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_world_arguments(world_build)
     world_build.set_defaults(func=cmd_world_build)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
