@@ -68,8 +68,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = apply_builtin_defaults(cfg)
         if dist.is_main:
             distributed.barrier()
-        Trainer(cfg, resume_from=args.resume, overwrite=args.overwrite,
-                allow_config_change=args.allow_config_change).train()
+        trainer = Trainer(cfg, resume_from=args.resume, overwrite=args.overwrite,
+                          allow_config_change=args.allow_config_change)
+        try:
+            trainer.train()
+        finally:
+            trainer.close()  # a vLLM engine leaves its process groups before the launcher's are torn down
         if dist.is_main:
             from spell.report import write_run_summary
 

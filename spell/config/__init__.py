@@ -28,7 +28,7 @@ from spell.config.algorithm import (
     SamplingConfig,
     VerifierConfig,
 )
-from spell.config.errors import ConfigError, _fail
+from spell.config.errors import ConfigError
 from spell.config.run import (
     ALL_TASKS,
     DataConfig,
@@ -38,7 +38,6 @@ from spell.config.run import (
     ModelConfig,
     TrainConfig,
 )
-from spell.types import EngineKind
 
 __all__ = [
     "ALL_TASKS", "PRESET_DIR", "ConfigError", "SpellConfig", "config_to_dict", "config_to_yaml", "load_config",
@@ -83,8 +82,6 @@ class SpellConfig:
     output_dir: str = "runs/spell"
 
     def __post_init__(self) -> None:
-        if self.engine.kind == EngineKind.VLLM and self.train.device == "cpu":
-            _fail("engine.kind", "vllm", "vLLM needs a GPU; use engine.kind=hf with train.device=cpu")
         unknown = [t for t in self.verifier.tasks if t not in self.data.tasks]
         if unknown:
             names = lambda tasks: "[" + ",".join(t.value for t in tasks) + "]"  # noqa: E731

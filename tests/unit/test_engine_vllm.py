@@ -5,13 +5,14 @@ the tokenizer, executor, tensor-parallel groups and seeds per rank), token ids i
 the weight sync (every parameter once, checkpoint names, buckets, LoRA merged), the sleep / wake order, the
 trainer around it (sleep before the backward, wake before rollouts), and on 2 gloo ranks (spawned, about 10 s)
 FSDP2 shards gathered into every rank's engine, also inside a Trainer step with engine.kind=vllm.
-Real vLLM on a GPU: tests/gpu/test_vllm_colocated.py.
+The real engine (vLLM's CPU build): tests/integration/test_vllm_cpu.py; on a GPU: tests/gpu/test_vllm_colocated.py.
 Run: .venv/bin/python -m pytest tests/unit/test_engine_vllm.py -q
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import socket
@@ -27,13 +28,14 @@ from spell.rl.engine import SleepingEngine, build_engine
 from spell.rl.engine import vllm as vllm_engine
 from spell.rl.engine.vllm import (
     VLLMEngine,
+    refresh_shared_weights,
     rollout_dtype,
     vllm_weight_name,
     vllm_weights,
     weight_buckets,
 )
 from spell.types import Completion, EngineKind, SamplingParams
-from tests.fakes.fake_vllm import FakeCompletionOutput, FakeLogprob, fake_vllm_module
+from tests.fakes.fake_vllm import FakeCompletionOutput, FakeLogprob, FakePlatform, fake_vllm_module
 from tests.fakes.scripted_engine import FakeScriptedEngine
 from tests.integration.test_selfplay_step import script
 from tests.integration.test_trainer import corpus, make_cfg  # noqa: F401 (corpus: the shared fixture)
@@ -69,7 +71,8 @@ def test_colocated_engine_is_bf16_sleep_mode_prefix_caching_on_dummy_weights(tin
     assert next(tiny_model.parameters()).dtype == torch.float32  # fp32 master weights (model.dtype=auto) ...
     assert kwargs["dtype"] == "bfloat16"  # ... sample in bf16, never fp32
     assert kwargs["enable_sleep_mode"] and kwargs["enable_prefix_caching"]
-    assert kwargs["load_format"] == "dummy" and kwargs["skip_tokenizer_init"]
+    assert kwargs["load_format"] == "dummy" and not kwargs.get("skip_tokenizer_init")  # vLLM knows the EOS id
+    assert not kwargs["enforce_eager"] and "kv_cache_memory_bytes" not in kwargs  # a GPU: compiled, a share of it
     assert kwargs["distributed_executor_backend"] == "uni" and kwargs["tensor_parallel_size"] == 1
     assert kwargs["seed"] == 7 and kwargs["max_model_len"] == 256
     assert kwargs["logprobs_mode"] == "processed_logprobs"
@@ -79,6 +82,30 @@ def test_colocated_engine_is_bf16_sleep_mode_prefix_caching_on_dummy_weights(tin
     assert not list(folder.glob("*.safetensors")) and not list(folder.glob("*.bin"))
     assert engine.llm.events == ["load_weights", "reset_prefix_cache"]  # the policy's weights replace the dummies
     assert isinstance(engine, SleepingEngine)
+
+
+def test_on_a_cpu_platform_the_kv_cache_has_a_fixed_size_the_engine_is_eager_and_never_sleeps(
+        tiny_model, tiny_tokenizer, caplog):
+    module = fake_vllm_module(platform=FakePlatform(cpu=True, sleep_mode=False))
+    with caplog.at_level("INFO", logger="spell.rl.engine.vllm"):
+        engine = make_engine(tiny_model, tiny_tokenizer, vllm_module=module, cpu_kv_cache_gb=0.5, sleep_level=2)
+    kwargs = engine.llm.kwargs
+    assert kwargs["kv_cache_memory_bytes"] == 2**29  # 0.5 GiB; gpu_memory_utilization would be a share of host RAM
+    assert kwargs["enforce_eager"] and not kwargs["enable_sleep_mode"] and engine.sleep_level == 0
+    assert sum("no sleep mode" in r.getMessage() for r in caplog.records) == 1  # one line says so
+    engine.sleep()  # a no-op: the fake would refuse sleep() without enable_sleep_mode
+    engine.sync_weights(tiny_model)
+    assert not any("sleep" in e or "wake" in e for e in engine.llm.events)
+    assert make_engine(tiny_model, tiny_tokenizer, vllm_module=module, enforce_eager=False).llm.kwargs[
+        "enforce_eager"] is False  # an explicit choice is kept
+
+
+def test_close_shuts_the_engine_down_once(tiny_model, tiny_tokenizer):
+    engine = make_engine(tiny_model, tiny_tokenizer)
+    events = engine.llm.events
+    engine.close()
+    engine.close()
+    assert events.count("shutdown") == 1 and engine.llm is None
 
 
 def test_rollout_dtype_never_samples_in_fp32_unless_asked():
@@ -195,6 +222,61 @@ def test_weight_sync_sends_buckets_of_the_configured_size(tiny_model, tiny_token
         assert sum(sizes[n] for n in call) <= 8192 or len(call) == 1  # a tensor above the limit goes alone
     latest = engine.llm.model.latest()
     assert all(torch.equal(latest[n], p) for n, p in tiny_model.named_parameters())
+
+
+def test_a_release_with_in_place_reload_gets_every_parameter_in_one_reload_call(tiny_model, tiny_tokenizer):
+    engine = make_engine(tiny_model, tiny_tokenizer, vllm_module=fake_vllm_module(reload=True), dtype="float32")
+    assert engine.reload_in_place
+    engine.bucket_bytes = 8192  # buckets are for load_weights only
+    with torch.no_grad():
+        for param in tiny_model.parameters():
+            param.add_(1.0)
+    engine.sync_weights(tiny_model)
+    assert engine.llm.events == ["reload_weights", "reset_prefix_cache"] * 2  # start-up sync, then this one
+    params = dict(tiny_model.named_parameters())
+    assert [sorted(call) for call in engine.llm.model.calls] == [sorted(params)] * 2  # each name once per sync
+    latest = engine.llm.model.latest()
+    assert all(torch.equal(latest[n], p) for n, p in params.items())
+
+
+def test_without_in_place_reload_the_model_loads_its_weights_itself(tiny_model, tiny_tokenizer):
+    engine = make_engine(tiny_model, tiny_tokenizer)  # the fake's default: no reload_weights on the worker
+    assert not engine.reload_in_place and engine.llm.events == ["load_weights", "reset_prefix_cache"]
+
+
+class _RecordingMethod:
+    def __init__(self):
+        self.calls = []
+
+    def process_weights_after_loading(self, layer):
+        self.calls.append(layer)
+
+
+def test_refresh_shared_weights_reprocesses_every_layer_of_a_tied_weight_and_nothing_else():
+    embed, head, other = torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5, bias=False), torch.nn.Linear(3, 3)
+    head.weight = embed.weight  # tied, as vLLM ties its ParallelLMHead to the embedding
+    model = torch.nn.ModuleDict({"embed": embed, "head": head, "other": other})
+    for layer in (embed, head, other):
+        layer.quant_method = _RecordingMethod()
+    assert refresh_shared_weights(model) == 2  # the two sharers; the unshared layer keeps its processed weight
+    assert embed.quant_method.calls == [embed] and head.quant_method.calls == [head] and not other.quant_method.calls
+    head.weight = torch.nn.Parameter(embed.weight.detach().clone())  # untied: nothing to refresh
+    assert refresh_shared_weights(model) == 0
+
+
+def test_only_the_reload_warnings_of_layers_with_nothing_to_load_are_dropped():
+    def record(layer):
+        return logging.LogRecord("vllm", logging.WARNING, "layerwise.py", 1, "%s: Failed to load weights",
+                                 (layer,), None)
+
+    quiet = vllm_engine._ExpectedReloadWarnings()
+    assert not quiet.filter(record("RotaryEmbedding")) and not quiet.filter(record("YaRNScalingRotaryEmbedding"))
+    assert quiet.filter(record("ParallelLMHead"))  # untied: a head that failed to load must show
+    quiet.tied_head = True
+    assert not quiet.filter(record("ParallelLMHead"))
+    assert quiet.filter(record("QKVParallelLinear"))  # any other layer still warns
+    other = logging.LogRecord("vllm", logging.WARNING, "x.py", 1, "something else %s", ("Rotary",), None)
+    assert quiet.filter(other)
 
 
 def test_weight_buckets_cut_before_the_limit():
@@ -330,6 +412,18 @@ def test_trainer_with_lora_syncs_merged_weights_to_vllm(corpus, tiny_policy_dir,
         torch.testing.assert_close(latest[name], param.detach().to(torch.bfloat16), rtol=0, atol=0, msg=name)
     base = trainer.model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight
     assert not torch.equal(latest["model.layers.0.self_attn.q_proj.weight"], base.to(torch.bfloat16))  # trained
+
+
+def test_engine_kind_vllm_without_vllm_is_refused_before_the_model_loads(corpus, tiny_policy_dir, tmp_path,  # noqa: F811
+                                                                         monkeypatch):
+    from spell import trainer as trainer_module
+
+    monkeypatch.delitem(sys.modules, "vllm", raising=False)
+    monkeypatch.setattr(trainer_module.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(trainer_module.Trainer, "_setup_model", lambda self: pytest.fail("the model loaded"))
+    cfg = make_cfg(corpus, tiny_policy_dir, tmp_path / "v", "engine.kind=vllm")
+    with pytest.raises(ConfigError, match=r"vLLM is not installed. Fix: pip install -e '\.\[vllm\]'"):
+        trainer_module.Trainer(cfg)
 
 
 def test_tensor_parallel_training_is_refused_before_the_model_loads(corpus, tiny_policy_dir, tmp_path, monkeypatch):  # noqa: F811

