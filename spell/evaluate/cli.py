@@ -79,7 +79,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="questions per engine call (default: 8 for hf, 128 for vllm; lower it for long prompts on hf)",
     )
-    add("--gpu-memory-utilization", type=float, default=0.9, help="vLLM only")
+    add("--gpu-memory-utilization", type=float, default=0.9, help="vLLM on a GPU only")
+    add("--cpu-kv-cache-gb", type=float, default=1.0, help="vLLM on a CPU only: GiB of host RAM for the KV cache")
     add("--tensor-parallel-size", type=int, default=1, help="vLLM only")
     add("--template-dir", default=None, help="folder overriding the responder templates (as in training)")
     add("--rope-scaling", default=None, metavar="yarn:FACTOR",
@@ -103,6 +104,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
     for name in ("n", "max_new_tokens", "max_input_tokens", "batch_prompts", "judge_concurrency"):
         if getattr(args, name) < 1:
             raise EvalSetupError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
+    if not args.cpu_kv_cache_gb > 0:
+        raise EvalSetupError(f"--cpu-kv-cache-gb {args.cpu_kv_cache_gb}: must be > 0 (GiB of host RAM)")
     if args.limit is not None and args.limit < 1:
         raise EvalSetupError(f"--limit {args.limit}: must be >= 1 (leave it out for all questions)")
     if not args.temperature >= 0 or not 0 < args.top_p <= 1:
@@ -241,6 +244,7 @@ def _engine_factory(args: argparse.Namespace, model_path: Path):
             tensor_parallel_size=args.tensor_parallel_size,
             max_model_len=min(longest, max_positions) if max_positions else longest,  # vLLM refuses more
             seed=args.seed,
+            cpu_kv_cache_gb=args.cpu_kv_cache_gb,
         )
 
     return build
