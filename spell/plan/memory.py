@@ -243,9 +243,8 @@ def _vllm_items(cfg: SpellConfig, arch: ModelArch, gpu_memory: float | None) -> 
     items = [Item(f"vLLM reservation ({cfg.engine.gpu_memory_utilization:g} of the GPU"
                   + (", asleep during the update)" if sleep else ", no sleep mode)"), "rollout" if sleep else "always",
                   reserved)]
-    bucket = cfg.engine.weight_sync_bucket_mb * 2**20
-    if bucket:
-        items.append(Item("weight-sync bucket (gathered weights)", "rollout", bucket))
+    items.append(Item("weight sync (in-place reload: one gathered tensor, one layer re-made)", "rollout",
+                      weight_sync_bytes(arch)))
     capacity = (reserved - arch.params * 2 - VLLM_OVERHEAD) / arch.kv_bytes_per_token(2)
     # vLLM's default max_model_len is the model's limit, scaled by model.rope_scaling (its config folder says so)
     factor = parse_rope_scaling(cfg.model.rope_scaling)[1] if cfg.model.rope_scaling else 1.0
@@ -255,6 +254,23 @@ def _vllm_items(cfg: SpellConfig, arch: ModelArch, gpu_memory: float | None) -> 
         f"vLLM's KV space holds about {max(capacity, 0):,.0f} tokens, less than {needed:,} (one responder group, "
         "or one max_model_len sequence, which vLLM checks at start): raise engine.gpu_memory_utilization"]
     return items, notes
+
+
+def weight_sync_bytes(arch: ModelArch) -> int:
+    """Transient memory of one vLLM weight sync by in-place reload (spell.rl.engine.vllm), beside the engine.
+
+    Tensors go one at a time: the largest (the embedding, vocab x hidden, or an MLP matrix) is all-gathered in fp32
+    and cast to a bf16 copy (4 + 2 bytes per element); vLLM buffers what a layer receives and re-makes the layer in
+    bf16 before copying it into its own weights (2 bytes per element of the largest layer: a decoder block, or the
+    embedding).
+
+    >>> weight_sync_bytes(ModelArch(hidden=4, intermediate=8, layers=1, heads=2, kv_heads=1, head_dim=2, vocab=10,
+    ...                             qkv_bias=False, tied_embeddings=True, max_positions=16))
+    544
+    """
+    largest_tensor = max(arch.vocab * arch.hidden, arch.hidden * arch.intermediate)
+    largest_layer = max(arch.layer_params, arch.vocab * arch.hidden)
+    return 6 * largest_tensor + 2 * largest_layer
 
 
 def plan_memory(cfg: SpellConfig, arch: ModelArch, world: int = 1, gpu_memory: float | None = None) -> MemoryPlan:

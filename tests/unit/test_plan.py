@@ -154,6 +154,15 @@ def test_vllm_reservation_sleeps_through_the_update(qwen):
     assert awake.total("update") == asleep.total("update") + 40 * GIB
 
 
+def test_vllm_weight_sync_holds_one_gathered_tensor_and_one_remade_layer(qwen):
+    # the embedding 152,064 x 3,584 = 544,997,376 elements is the largest tensor (an MLP matrix: 67,895,296) and the
+    # largest layer (a decoder block: 233,057,792): gathered in fp32 + bf16 copy 6 B x 544,997,376 = 3,269,984,256,
+    # vLLM's re-made layer 2 B x 544,997,376 = 1,089,994,752 -> 4,359,979,008 B (4.06 GiB), during rollouts only
+    plan = plan_memory(load_config("qwen2.5-7b-instruct", ["engine.kind=vllm"]), qwen, world=8, gpu_memory=80 * GIB)
+    sync = next(i for i in plan.items if i.name.startswith("weight sync"))
+    assert sync.bytes == 4_359_979_008 and sync.phase == "rollout"
+
+
 def test_vllm_kv_space_must_hold_the_rope_scaled_model_length(qwen):
     # 0.25 x 80 GiB = 20 GiB reserved; minus bf16 weights (2 B x 7.62B = 14.2 GiB) and vLLM's overhead, the KV
     # space (57,344 B per token, ~71K tokens) holds fewer than 131,072 (32,768 x YaRN 4) but more than the 49,152
