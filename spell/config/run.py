@@ -145,10 +145,11 @@ class EngineConfig:
             7B); what the trainer holds when the engine starts must leave that much free.
         tensor_parallel_size: vLLM tensor parallel degree (``spell train``: 1, one engine per rank).
         max_model_len: vLLM: longest prompt + completion in tokens; 0 = the model config's limit.
-        sleep_level: vLLM: what the engine frees for each update (sleep mode): 1 = KV cache dropped, weights
-            offloaded to CPU; 2 = both dropped (no host copy; the weights are reloaded from the trainer anyway);
-            0 = nothing (vLLM keeps its memory through the backward pass). vLLM's CPU build has no sleep mode: there
-            the engine logs it once and keeps its memory.
+        sleep_level: vLLM: what the engine frees for each update (sleep mode): 2 = KV cache and weights dropped
+            (no host copy: the weights are pushed from the trainer after the update anyway); 1 = KV cache dropped,
+            weights offloaded to pinned host memory (their bf16 size per rank, copied back before the sync
+            overwrites them); 0 = nothing (vLLM keeps its memory through the backward pass). vLLM's CPU build has
+            no sleep mode: there the engine logs it once and keeps its memory.
         weight_sync_bucket_mb: vLLM: megabytes of gathered weights handed to vLLM per ``load_weights`` call (only
             releases without vLLM's in-place ``reload_weights``, which takes one tensor at a time).
         cpu_kv_cache_gb: vLLM on a CPU: GiB of host RAM each engine reserves for its KV cache (vLLM's
@@ -163,7 +164,7 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.6
     tensor_parallel_size: int = 1
     max_model_len: int = 0
-    sleep_level: int = 1
+    sleep_level: int = 2
     weight_sync_bucket_mb: int = 512
     cpu_kv_cache_gb: float = 1.0
     enforce_eager: bool | None = None
@@ -179,7 +180,7 @@ class EngineConfig:
         if self.max_model_len < 0:
             _fail("engine.max_model_len", self.max_model_len, "must be >= 0 (0 = the model's limit)")
         if self.sleep_level not in (0, 1, 2):
-            _fail("engine.sleep_level", self.sleep_level, "use 1 (offload weights), 2 (drop them) or 0 (never sleep)")
+            _fail("engine.sleep_level", self.sleep_level, "use 2 (drop weights), 1 (offload them) or 0 (never sleep)")
         if self.weight_sync_bucket_mb < 1:
             _fail("engine.weight_sync_bucket_mb", self.weight_sync_bucket_mb, "must be >= 1")
         if not self.cpu_kv_cache_gb > 0:

@@ -281,6 +281,12 @@ def plan_memory(cfg: SpellConfig, arch: ModelArch, world: int = 1, gpu_memory: f
     if host:
         notes.append(f"train.fsdp_cpu_offload: {host / GIB:.1f} GiB of weights, gradients and AdamW moments per "
                      "rank live in host memory")
+    if cfg.engine.kind == EngineKind.VLLM and cfg.engine.sleep_level == 1:
+        offloaded = arch.params * 2  # vLLM's bf16 weights, in pinned host memory while it sleeps
+        host += offloaded
+        notes.append(f"engine.sleep_level=1: vLLM offloads its {offloaded / GIB:.1f} GiB of bf16 weights per rank to "
+                     "pinned host memory for every update and copies them back before the sync overwrites them; "
+                     "sleep_level=2 (the default) drops them instead")
     return MemoryPlan(tuple(training + rollout), world, cfg.train.device != "cpu", tokens, host, tuple(notes))
 
 

@@ -296,7 +296,7 @@ POST_INIT_CHECKS = [
     ({"engine.gpu_memory_utilization": math.nan}, "engine.gpu_memory_utilization", "finite"),
     ({"engine.tensor_parallel_size": 0}, "engine.tensor_parallel_size", ">= 1"),
     ({"engine.max_model_len": -1}, "engine.max_model_len", "0 = the model's limit"),
-    ({"engine.sleep_level": 3}, "engine.sleep_level", "use 1 (offload weights), 2 (drop them) or 0"),
+    ({"engine.sleep_level": 3}, "engine.sleep_level", "use 2 (drop weights), 1 (offload them) or 0"),
     ({"engine.weight_sync_bucket_mb": 0}, "engine.weight_sync_bucket_mb", ">= 1"),
     ({"data.tasks": [], "verifier.tasks": []}, "data.tasks", "list at least one of docmath_qa"),
     ({"data.tasks": [TaskType.DOC_MC, TaskType.DOC_MC]}, "data.tasks", "list each task once"),

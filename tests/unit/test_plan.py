@@ -152,6 +152,14 @@ def test_vllm_reservation_sleeps_through_the_update(qwen):
     assert reserved.phase == "rollout"
     awake = plan_memory(load_config("qwen2.5-7b-instruct", [*base, "engine.sleep_level=0"]), qwen, 8, 80 * GIB)
     assert awake.total("update") == asleep.total("update") + 40 * GIB
+    assert asleep.host_bytes == 0  # level 2, the default: nothing kept in host memory
+
+
+def test_vllm_sleep_level_one_costs_the_bf16_weights_in_host_memory(qwen):
+    cfg = load_config("qwen2.5-7b-instruct", ["engine.kind=vllm", "engine.sleep_level=1"])
+    plan = plan_memory(cfg, qwen, world=8, gpu_memory=80 * GIB)
+    assert plan.host_bytes == 15_231_233_024  # 2 B x 7,615,616,512 parameters (14.2 GiB) per rank
+    assert any("sleep_level=1" in note and "14.2 GiB" in note for note in plan.notes)
 
 
 def test_vllm_weight_sync_holds_one_gathered_tensor_and_one_remade_layer(qwen):

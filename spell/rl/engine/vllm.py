@@ -26,8 +26,9 @@ Colocated, SPMD (``colocate=True``, what ``spell train`` builds), as TRL's coloc
   every linear weight into its GEMM kernel's layout at start-up, so a plain ``load_weights`` into a started CPU
   engine fails. Tied input/output embeddings: vLLM's output head shares the embedding's parameter but may keep a
   packed copy of it (CPU); :func:`refresh_shared_weights` re-packs every layer whose weight is shared.
-- sleep mode (GPU): :meth:`VLLMEngine.sleep` before the update drops the KV cache and offloads the weights (level
-  1) or drops them (level 2), so the backward pass gets the memory; ``sync_weights`` wakes the weights, loads the
+- sleep mode (GPU): :meth:`VLLMEngine.sleep` before the update drops the KV cache and the weights (level 2, the
+  default: the sync after the update overwrites them anyway) or offloads the weights to host memory (level 1), so
+  the backward pass gets the memory; ``sync_weights`` wakes the weights, loads the
   new ones, then wakes the KV cache (prefix caching on, its blocks reset). A platform without sleep mode (vLLM's
   CPU build) keeps its memory through the update; one log line says so.
 - KV cache on a CPU: a fixed size in host RAM (``cpu_kv_cache_gb``, vLLM's ``kv_cache_memory_bytes``), not a
@@ -188,8 +189,10 @@ class VLLMEngine:
             vLLM also re-seeds this process's python, numpy and torch generators with it at start-up.
         dtype: ``model.dtype``; vLLM's weight and compute dtype is :func:`rollout_dtype` of it (``auto``: bf16).
         colocate: the SPMD engine that ``spell train`` uses (see the module docstring); False = standalone.
-        sleep_level: colocated: 1 = weights offloaded to CPU while asleep, 2 = dropped (reloaded by
-            ``sync_weights``), 0 = never sleep (vLLM keeps its memory through the update).
+        sleep_level: colocated: 2 = weights and KV cache dropped while asleep (``sync_weights`` pushes the new
+            weights anyway), 1 = weights offloaded to pinned host memory and copied back before the sync overwrites
+            them, 0 = never sleep (vLLM keeps its memory through the update). Ignored where the platform has no
+            sleep mode (vLLM's CPU build).
         weight_sync_bucket_mb: megabytes of weights per ``load_weights`` call (releases without in-place reload).
         cpu_kv_cache_gb: on a CPU platform: GiB of host RAM for the KV cache (``gpu_memory_utilization`` is then
             not used). Ignored on a GPU.
@@ -202,7 +205,7 @@ class VLLMEngine:
 
     def __init__(self, model: Any, tokenizer: Any, *, gpu_memory_utilization: float = 0.6,
                  tensor_parallel_size: int = 1, max_model_len: int | None = None, seed: int = 0,
-                 dtype: str = "auto", colocate: bool = False, sleep_level: int = 1,
+                 dtype: str = "auto", colocate: bool = False, sleep_level: int = 2,
                  weight_sync_bucket_mb: int = 512, cpu_kv_cache_gb: float = 1.0, enforce_eager: bool | None = None,
                  llm_kwargs: dict | None = None, vllm_module: Any = None):
         if vllm_module is None:
