@@ -69,8 +69,9 @@ def init_distributed(device_kind: str) -> DistInfo:
     """Join the process group that ``torchrun`` describes (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_*``).
 
     Nothing is initialised when ``WORLD_SIZE`` is unset or 1. On CUDA (``device_kind`` ``cuda``, or ``auto``
-    with a GPU) the backend is nccl and this rank's GPU is ``LOCAL_RANK`` (``torch.cuda.set_device``), so
-    ``torch.device("cuda")`` means that GPU afterwards; on CPU the backend is gloo.
+    with a GPU) the group runs nccl for CUDA tensors and gloo for CPU ones (``cuda:nccl,cpu:gloo``) and this rank's
+    GPU is ``LOCAL_RANK`` (``torch.cuda.set_device``), so ``torch.device("cuda")`` means that GPU afterwards; on
+    CPU the backend is gloo.
 
     Args:
         device_kind: ``train.device``: ``auto``, ``cpu`` or ``cuda``.
@@ -87,9 +88,21 @@ def init_distributed(device_kind: str) -> DistInfo:
             torch.cuda.set_device(_env_int("LOCAL_RANK", 0))
         # Ranks roll out independently and rank 0 alone evaluates and writes checkpoints, so minutes can pass
         # between collectives: a generous timeout instead of the backend default.
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
+        # CUDA tensors go over nccl; anything on CPU tensors (train.fsdp_cpu_offload's gradients and their global
+        # norm, object collectives) over gloo in the same group
+        dist.init_process_group(backend=process_group_backend(use_cuda), timeout=COLLECTIVE_TIMEOUT)
         logger.info("joined process group: rank %d of %d (%s)", dist.get_rank(), world_size, dist.get_backend())
     return dist_info()
+
+
+def process_group_backend(use_cuda: bool) -> str:
+    """The ``init_process_group`` backend: nccl for CUDA tensors with gloo beside it for CPU ones; gloo alone on a
+    CPU machine.
+
+    >>> process_group_backend(True), process_group_backend(False)
+    ('cuda:nccl,cpu:gloo', 'gloo')
+    """
+    return "cuda:nccl,cpu:gloo" if use_cuda else "gloo"
 
 
 def dist_info() -> DistInfo:
@@ -105,8 +118,8 @@ def is_main() -> bool:
 
 
 def _comm_device() -> torch.device:
-    """nccl collectives need CUDA tensors; gloo takes CPU tensors."""
-    if dist.get_backend() == "nccl":
+    """Where this group's collectives of small values run: CUDA when nccl is in the group, else CPU (gloo)."""
+    if "nccl" in str(dist.get_backend()):
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 

@@ -75,7 +75,8 @@ def shard_policy(model: nn.Module, device: torch.device, world_size: int, *,
     )
 
     mesh = init_device_mesh(device.type, (world_size,))
-    offload = CPUOffloadPolicy() if cpu_offload else OffloadPolicy()
+    # pinned host memory speeds the copies to a GPU; without one, pinning is refused ("no accelerator")
+    offload = CPUOffloadPolicy(pin_memory=torch.cuda.is_available()) if cpu_offload else OffloadPolicy()
     layer_policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
     # The root's float inputs (per-row temperatures of the log-prob method) must not be cast to bf16.
     root_policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32,

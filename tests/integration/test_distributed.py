@@ -174,3 +174,75 @@ def test_merge_rank_metrics_sums_counts_and_averages_rates():
     # n: 2 + 4 = 6; rate: (0.25 + 0.75) / 2 = 0.5; only0: present on one rank -> its value
     assert merged == {"n": 6.0, "rate": 0.5, "only0": 1.0}
 
+
+
+# ---- process group backend and CPU offload ---------------------------------------------------------------------
+def test_a_gpu_job_joins_nccl_with_gloo_beside_it(monkeypatch):
+    from spell.rl import distributed
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: bool(calls))
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, timeout: calls.append(backend))
+    monkeypatch.setattr(distributed.torch.cuda, "set_device", lambda index: calls.append(f"device {index}"))
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(distributed.dist, "get_backend", lambda: calls[-1])
+    monkeypatch.setattr(distributed, "dist_info", lambda: None)
+    distributed.init_distributed("cuda")
+    # CUDA tensors over nccl; CPU tensors (offloaded gradients, their norm) over gloo in the same group
+    assert calls == ["device 1", "cuda:nccl,cpu:gloo"]
+    calls.clear()
+    distributed.init_distributed("cpu")
+    assert calls == ["gloo"]
+
+
+def _offload_worker(rank: int, port: int, policy_dir: str, corpus: str, out: str) -> None:
+    """One of 2 gloo ranks: one clipped step with train.fsdp_cpu_offload=true, then the same step without it."""
+    import torch.distributed as dist
+    import torch.distributed.fsdp as fsdp
+
+    from spell.rl.sharding import full_tensor
+
+    made, policy_class = [], fsdp.CPUOffloadPolicy
+    fsdp.CPUOffloadPolicy = lambda **kwargs: made.append(kwargs) or policy_class(**kwargs)  # records each policy
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        result = {}
+        for offload in (True, False):
+            cfg = make_cfg(Path(corpus), Path(policy_dir), Path(out) / f"run_{offload}", "train.max_steps=1",
+                           f"train.fsdp_cpu_offload={str(offload).lower()}", "grpo.max_grad_norm=1e-3",
+                           "eval.heldout_files=[]", *OVERRIDES)
+            trainer = make_trainer(cfg)
+            metrics = trainer.train()
+            params = {n: full_tensor(p).detach().clone() for n, p in trainer.model.named_parameters()}
+            result[offload] = {"metrics": metrics, "policies": list(made), "params": params}
+            made.clear()
+        torch.save(result, Path(out) / f"offload{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_cpu_offload_runs_a_clipped_two_rank_step_equal_to_the_step_without_it(tmp_path, tiny_policy_dir):
+    import torch.multiprocessing as mp
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": n, "documents": [f"Document about {n}.", f"More facts on {n}."],
+                                          "task": "doc_general_qa"}) + "\n" for n in NAMES))
+    mp.spawn(_offload_worker, args=(free_port(), str(tiny_policy_dir), str(corpus), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"offload{r}.pt", weights_only=False) for r in (0, 1)]
+    for result in ranks:
+        offloaded, plain = result[True], result[False]
+        # the offload policy was built (no pinned memory without a GPU: pinning needs an accelerator), once per run
+        assert offloaded["policies"] == [{"pin_memory": False}] and plain["policies"] == []
+        assert offloaded["metrics"]["train/skipped"] == 0.0
+        # the global gradient norm over the offloaded shards, far above grpo.max_grad_norm: the step was clipped
+        assert offloaded["metrics"]["train/grad_norm"] > 1e-3
+        assert offloaded["metrics"]["train/grad_norm"] == pytest.approx(plain["metrics"]["train/grad_norm"], rel=1e-5)
+        for name, value in offloaded["params"].items():
+            torch.testing.assert_close(value, plain["params"][name], rtol=1e-6, atol=1e-7, msg=name)
+    for name, value in ranks[0][True]["params"].items():  # both ranks hold the same updated policy
+        assert torch.equal(value, ranks[1][True]["params"][name]), name
