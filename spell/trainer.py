@@ -301,7 +301,8 @@ class Trainer:
 
         Under FSDP2 every rank must run the same number of forward/backward passes (each all-gathers the
         layers' shards), so ranks with fewer micro-batches run zero-weighted filler ones; gradients are
-        reduce-scattered in the last backward only.
+        reduce-scattered after every micro-batch (``train.fsdp_reduce_every_micro_batch``, the default: only shards
+        stay between micro-batches) or in the last backward only.
         """
         cfg = self.cfg.grpo
         samples = [s for s in samples if s.completion_ids]
@@ -319,7 +320,7 @@ class Trainer:
                                 "rollout_gap_tokens"), 0.0)
         self.optimizer.zero_grad(set_to_none=True)
         for index in range(num_micro):
-            set_gradient_sync(self.model, index == num_micro - 1)
+            set_gradient_sync(self.model, self.cfg.train.fsdp_reduce_every_micro_batch or index == num_micro - 1)
             if index < len(micro_batches):
                 micro = self._micro_step([samples[i] for i in micro_batches[index]], num_tokens)
                 for key in totals:

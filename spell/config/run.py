@@ -248,6 +248,10 @@ class TrainConfig:
         device: ``auto`` (cuda if available), ``cpu`` or ``cuda``.
         fsdp_cpu_offload: under torchrun, keep the FSDP2-sharded parameters, gradients and AdamW state in host
             memory (``CPUOffloadPolicy``; slower, for models whose training state does not fit the GPUs).
+        fsdp_reduce_every_micro_batch: under torchrun, reduce-scatter the gradients after every micro-batch's
+            backward, so each rank holds only its shard between micro-batches (as torchtitan and verl do).
+            False: one reduce-scatter per update, after the last micro-batch; until then FSDP2 keeps an unsharded
+            fp32 gradient of every parameter (the whole model's size per rank; ``spell plan`` counts it).
         mode: ``spell`` (self-play) or ``rlvr`` (the paper's baseline: responder-only GRPO on
             ``data.labelled_files`` with the rule reward; same trainer, update and checkpoints).
     """
@@ -260,6 +264,7 @@ class TrainConfig:
     keep_last_checkpoints: int = 3
     device: str = "auto"
     fsdp_cpu_offload: bool = False
+    fsdp_reduce_every_micro_batch: bool = True
     mode: TrainMode = TrainMode.SPELL
 
     def __post_init__(self) -> None:

@@ -1,6 +1,7 @@
 """One real update step on CPU, measured: the peak RSS it adds against the planner's update-phase estimate.
 
-``python -m spell.plan.measure --model FOLDER --prompt 2048 --completion 512 --group 8 --groups 2`` runs
+``python -m spell.plan.measure --model FOLDER --prompt 2048 --completion 512 --group 8 --groups 2 [KEY=VALUE ...]``
+(or under ``torchrun --nproc_per_node 2 -m spell.plan.measure ...``: FSDP2 over the ranks, each rank measured) runs
 ``Trainer.update_policy`` (the trainer's own packing, shared-prefix forward, chunked log-prob head, GRPO loss,
 backward and AdamW step) on ``--groups`` synthetic responder groups whose G completions share one prompt, in a
 fresh process, and prints JSON: the RSS before the model is loaded, the peak RSS (``ru_maxrss``), their
@@ -55,9 +56,9 @@ def peak_rss() -> int:
 
 
 def measured_config(model: str, prompt: int, completion: int, group: int, checkpointing: bool,
-                    shared_prefix: bool) -> SpellConfig:
+                    shared_prefix: bool, *extra: str) -> SpellConfig:
     """The CPU config of the measurement: one responder group per micro-batch, fp32, no KL."""
-    return load_config(None, [
+    return load_config(None, [*extra,
         f"model.path={model}", f"model.gradient_checkpointing={str(checkpointing).lower()}", "train.device=cpu",
         "model.dtype=float32", f"data.max_prompt_tokens={prompt}", f"responder.max_new_tokens={completion}",
         f"questioner.max_new_tokens={completion}", f"responder.group_size={group}",
@@ -91,21 +92,24 @@ def measure_update(cfg: SpellConfig, groups: int) -> dict:
     torch.manual_seed(0)
     trainer = Trainer.__new__(Trainer)  # only the parts an update needs: no corpus, run folder or engine
     trainer.cfg, trainer.dist, trainer.seed = cfg, distributed.dist_info(), cfg.train.seed
+    world = trainer.dist.world_size
     trainer._setup_model()
     trainer._setup_optimizer()
     samples = synthetic_groups(groups, cfg.data.max_prompt_tokens, cfg.responder.max_new_tokens,
-                               cfg.responder.group_size, trainer.model.config.vocab_size)
+                               cfg.responder.group_size, trainer.model.config.vocab_size, seed=trainer.dist.rank)
     baseline = current_rss()  # the weights are loaded (with transformers' model code); AdamW's moments are not
     if not reset_peak_rss() and peak_rss() > baseline:
         raise RuntimeError("cannot reset the peak-RSS counter here: measure in a fresh process")
     stats = trainer.update_policy(samples)
     peak = peak_rss()
-    plan = plan_memory(cfg, load_arch(cfg.model.path), world=1)
-    weights = next(item.bytes for item in plan.items if item.name.startswith("weights"))
-    estimate = max(plan.total("update"), plan.total("step")) - weights  # the weights are in the baseline
+    plan = plan_memory(cfg, load_arch(cfg.model.path), world=world)
+    # the weights (and, sharded, the rollout replica) are loaded before the baseline is taken
+    loaded = sum(item.bytes for item in plan.items if item.name.startswith(("weights", "rollout replica")))
+    estimate = max(plan.total("update"), plan.total("step")) - loaded
     return {"baseline_bytes": baseline, "peak_bytes": peak, "measured_bytes": peak - baseline,
             "estimate_bytes": estimate, "items": {i.name: i.bytes for i in plan.items},
-            "micro_batch_tokens": plan.micro_batch_tokens, "loss": stats["train/loss"]}
+            "micro_batch_tokens": plan.micro_batch_tokens, "loss": stats["train/loss"], "world": world,
+            "rank": trainer.dist.rank}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,19 +122,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpointing", choices=("off", "on", "both"), default="off")
     parser.add_argument("--no-shared-prefix", action="store_true")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("overrides", nargs="*", help="overrides, e.g. train.fsdp_reduce_every_micro_batch=false")
     args = parser.parse_args(argv)
     if os.environ.get(MMAP_THRESHOLD_ENV) is None:  # glibc reads it at start-up: run again with it set
         os.execve(sys.executable, [sys.executable, "-m", "spell.plan.measure", *(argv or sys.argv[1:])],
                   {**os.environ, MMAP_THRESHOLD_ENV: "65536"})
     import torch
 
+    from spell.rl import distributed
+
     torch.set_num_threads(args.threads)
-    for checkpointing in {"off": [False], "on": [True], "both": [False, True]}[args.checkpointing]:
-        cfg = measured_config(args.model, args.prompt, args.completion, args.group, checkpointing,
-                              not args.no_shared_prefix)
-        result = {"checkpointing": checkpointing, **measure_update(cfg, args.groups)}
-        sys.stdout.write(json.dumps(result) + "\n")
-        gc.collect()
+    distributed.init_distributed("cpu")  # under torchrun: FSDP2 over the ranks, the plan for that many
+    try:
+        for checkpointing in {"off": [False], "on": [True], "both": [False, True]}[args.checkpointing]:
+            cfg = measured_config(args.model, args.prompt, args.completion, args.group, checkpointing,
+                                  not args.no_shared_prefix, *args.overrides)
+            result = {"checkpointing": checkpointing, "overrides": args.overrides,
+                      **measure_update(cfg, args.groups)}
+            sys.stdout.write(json.dumps(result) + "\n")
+            gc.collect()
+    finally:
+        distributed.cleanup()
     return 0
 
 

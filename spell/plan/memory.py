@@ -169,6 +169,8 @@ def training_items(cfg: SpellConfig, arch: ModelArch, world: int) -> tuple[list[
         gathered = (2 * arch.layer_params + arch.root_params) * p.compute
         unsharded_grads = 0 if lora else arch.root_params * p.compute + arch.layer_params * 4
         items.append(Item("FSDP2 gathered layers + root, their gradients", "update", gathered + unsharded_grads))
+        if not cfg.train.fsdp_reduce_every_micro_batch:  # no reduce-scatter until the last micro-batch
+            items.append(Item("unsharded gradients kept between micro-batches (fp32)", "update", trained * 4))
     elif p.mode == "autocast":  # autocast caches one bf16 copy of every trainable weight for the whole step
         items.append(Item("bf16 weight copies (autocast cache)", "update", trained * 2))
     # AdamW's step: the gradients are still there; the foreach implementation (CUDA) holds one moment-sized

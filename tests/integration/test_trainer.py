@@ -109,3 +109,19 @@ def test_the_update_reports_how_far_the_rollout_log_probs_are(corpus, tiny_polic
     assert trainer.update_policy(samples(0.25))["train/rollout_logprob_diff"] == pytest.approx(0.25, abs=0.05)
     without = trainer.update_policy([dataclasses.replace(s, rollout_logprobs=()) for s in samples(0.0)])
     assert "train/rollout_logprob_diff" not in without  # engines that report nothing log nothing
+
+
+@pytest.mark.parametrize(("every", "expected"), [(True, [True, True, True]), (False, [False, False, True])])
+def test_gradients_are_reduced_after_every_micro_batch_unless_asked_once(corpus, tiny_policy_dir, tmp_path,
+                                                                         monkeypatch, every, expected):
+    from spell import trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "set_gradient_sync", lambda model, enabled: calls.append(enabled))
+    cfg = make_cfg(corpus, tiny_policy_dir, tmp_path / "run", "train.max_steps=1", "grpo.micro_batch_tokens=64",
+                   f"train.fsdp_reduce_every_micro_batch={str(every).lower()}")
+    trainer = make_trainer(cfg)
+    trainer.train()
+    # 64-token micro-batches: the step's samples need several; sync on each (default) or on the last one only
+    assert len(calls) >= 3 and calls[-3:] == expected and calls[-1] is True
+    assert all(calls[:-1]) if every else not any(calls[:-1])

@@ -144,6 +144,17 @@ def test_offload_moves_the_sharded_state_to_the_host(qwen):
     assert any("host memory" in note for note in plan.notes)
 
 
+def test_gradients_reduced_once_per_update_cost_the_whole_model_in_fp32(qwen):
+    reduced_each = plan_memory(load_config("qwen2.5-7b-instruct"), qwen, world=8, gpu_memory=80 * GIB)
+    assert not any(name.startswith("unsharded gradients") for name in _items(reduced_each))  # the default
+    cfg = load_config("qwen2.5-7b-instruct", ["train.fsdp_reduce_every_micro_batch=false"])
+    once = plan_memory(cfg, qwen, world=8, gpu_memory=80 * GIB)
+    # FSDP2 accumulates an unsharded fp32 gradient of every parameter until the last micro-batch:
+    # 4 B x 7,615,616,512 = 30,462,466,048 B (28.4 GiB) per rank, on top of the 1/8 shards
+    assert _items(once)["unsharded gradients kept between micro-batches (fp32)"] == 30_462_466_048
+    assert once.total("update") == reduced_each.total("update") + 30_462_466_048
+
+
 def test_vllm_reservation_sleeps_through_the_update(qwen):
     base = ["engine.kind=vllm", "engine.gpu_memory_utilization=0.5"]
     asleep = plan_memory(load_config("qwen2.5-7b-instruct", base), qwen, world=8, gpu_memory=80 * GIB)
