@@ -33,7 +33,8 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = [pytest.mark.vllm]
+# whole `spell train` runs of a 135M model inside one test: about 3 minutes here, so more than pytest's default 300 s
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 
 if importlib.util.find_spec("vllm") is None:
     if os.environ.get("SPELL_REQUIRE_VLLM") == "1":
