@@ -36,6 +36,12 @@ class ModelArch:
         qkv_bias: q/k/v projections have biases (Qwen2: yes; Llama: [attention_bias]).
         max_positions: longest sequence the model was trained for [max_position_embeddings].
         name: a label for reports.
+        qk_norm: RMSNorm on each head's queries and keys (Qwen3: yes).
+        experts: mixture-of-experts MLP: experts per layer [num_experts, Mixtral: num_local_experts]; 0 = dense.
+        experts_per_token: experts each token is routed to [num_experts_per_tok].
+        expert_intermediate: SwiGLU width of one expert [moe_intermediate_size, else intermediate_size].
+    Every expert's parameters are held (``layer_params``); a token computes with ``experts_per_token`` of them
+    (``active_intermediate``, what activations are counted with). Shared experts (Qwen2-MoE) are not modelled.
     """
 
     vocab: int
@@ -49,14 +55,36 @@ class ModelArch:
     qkv_bias: bool
     max_positions: int
     name: str = "model"
+    qk_norm: bool = False
+    experts: int = 0
+    experts_per_token: int = 0
+    expert_intermediate: int = 0
 
     @property
     def layer_params(self) -> int:
-        """Parameters of one decoder block: attention, MLP and its two RMSNorm weights."""
+        """Parameters of one decoder block: attention (+ q/k norms), the MLP (every expert and the router, for a
+        mixture of experts) and its two RMSNorm weights."""
         q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
         attention = self.hidden * q + 2 * self.hidden * kv + q * self.hidden
         bias = (q + 2 * kv) if self.qkv_bias else 0
-        return attention + bias + 3 * self.hidden * self.intermediate + 2 * self.hidden
+        norms = 2 * self.hidden + (2 * self.head_dim if self.qk_norm else 0)
+        if self.experts:
+            mlp = self.experts * 3 * self.hidden * self.expert_intermediate + self.hidden * self.experts
+        else:
+            mlp = 3 * self.hidden * self.intermediate
+        return attention + bias + mlp + norms
+
+    @property
+    def active_intermediate(self) -> int:
+        """The MLP width one token computes with: ``intermediate``, or its experts' widths added up."""
+        return self.experts_per_token * self.expert_intermediate if self.experts else self.intermediate
+
+    @property
+    def largest_tensor(self) -> int:
+        """Elements of the largest single weight: the embedding, a dense MLP matrix or a layer's fused experts
+        (transformers keeps gate and up projections of all experts in one [experts, 2 x width, hidden] tensor)."""
+        mlp = 2 * self.experts * self.expert_intermediate if self.experts else self.intermediate
+        return max(self.vocab * self.hidden, self.hidden * mlp)
 
     @property
     def root_params(self) -> int:
@@ -77,12 +105,16 @@ class ModelArch:
         shapes = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
                   "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
         names = LINEAR_MODULES if "all-linear" in targets else [t for t in targets if t in shapes]
+        if self.experts:  # fused 3-D expert weights are no Linear layers: LoRA reaches the attention only
+            names = [n for n in names if n not in ("gate_proj", "up_proj", "down_proj")]
         return self.layers * sum(rank * (shapes[n][0] + shapes[n][1]) for n in names)
 
     def describe(self) -> str:
         count = f"{self.params / 1e9:.2f}B" if self.params >= 1e9 else f"{self.params / 1e6:.2f}M"
+        mlp = (f"{self.experts} experts of {self.expert_intermediate}, {self.experts_per_token} per token"
+               if self.experts else str(self.intermediate))
         return (f"{self.name}: {count} parameters (hidden {self.hidden}, {self.layers} layers, "
-                f"{self.heads} heads / {self.kv_heads} KV heads of {self.head_dim}, MLP {self.intermediate}, "
+                f"{self.heads} heads / {self.kv_heads} KV heads of {self.head_dim}, MLP {mlp}, "
                 f"vocab {self.vocab}, {'tied' if self.tied_embeddings else 'untied'} head, "
                 f"{self.max_positions} positions)")
 
@@ -110,12 +142,16 @@ def arch_from_config(config: dict, name: str = "model") -> ModelArch:
                                 "planner knows (Llama / Qwen2 / Mistral layout)")
     heads = config["num_attention_heads"]
     bias = config.get("attention_bias", config.get("model_type") in ("qwen2", "qwen2_moe"))
+    experts = int(config.get("num_experts") or config.get("num_local_experts") or 0)
     return ModelArch(
         vocab=config["vocab_size"], hidden=config["hidden_size"], layers=config["num_hidden_layers"], heads=heads,
         kv_heads=config.get("num_key_value_heads") or heads,
         head_dim=config.get("head_dim") or config["hidden_size"] // heads,
         intermediate=config["intermediate_size"], tied_embeddings=bool(config.get("tie_word_embeddings", False)),
-        qkv_bias=bool(bias), max_positions=int(config.get("max_position_embeddings") or 0), name=name)
+        qkv_bias=bool(bias), max_positions=int(config.get("max_position_embeddings") or 0), name=name,
+        qk_norm=config.get("model_type") in ("qwen3", "qwen3_moe"), experts=experts,
+        experts_per_token=int(config.get("num_experts_per_tok") or 0) if experts else 0,
+        expert_intermediate=int(config.get("moe_intermediate_size") or config["intermediate_size"]) if experts else 0)
 
 
 def load_arch(source: str | Path) -> ModelArch:

@@ -94,7 +94,7 @@ def layer_activation_bytes(arch: ModelArch, p: Precision) -> int:
     its contiguous copy for o_proj: 5q. MLP: gate, up, silu(gate) and their product: 4I.
     fp32 (CPU): 24h + 20q + 16I; autocast: 28h + 10q + 8I; bf16: 16h + 10q + 8I.
     """
-    h, q, i, c = arch.hidden, arch.heads * arch.head_dim, arch.intermediate, p.compute
+    h, q, i, c = arch.hidden, arch.heads * arch.head_dim, arch.active_intermediate, p.compute
     norm = 12 * h + (2 * h if c < 4 else 0) if p.residual == 4 else 4 * h + 2 * c * h
     return 2 * norm + 5 * q * c + 4 * i * c
 
@@ -109,7 +109,7 @@ def activation_bytes(arch: ModelArch, p: Precision, tokens: int, checkpointing: 
     """
     per_layer = layer_activation_bytes(arch, p)
     edges = 4 * arch.hidden * p.residual
-    working = 2 * arch.intermediate * p.compute
+    working = 2 * arch.active_intermediate * p.compute
     if checkpointing:
         return tokens * (arch.layers * arch.hidden * p.residual + edges), tokens * (per_layer + working)
     return tokens * (arch.layers * per_layer + edges), tokens * working
@@ -228,7 +228,7 @@ def _hf_rollout(cfg: SpellConfig, arch: ModelArch, dtype: int,
     batch = cfg.engine.max_batch_prompts
     per_token = arch.kv_bytes_per_token(dtype)
     prefix_kv, rows_kv = batch * prompt * per_token, batch * samples * max(new - 1, 0) * per_token
-    prefill = batch * prompt * (3 * arch.intermediate + 6 * arch.hidden) * dtype + batch * prompt * prompt
+    prefill = batch * prompt * (3 * arch.active_intermediate + 6 * arch.hidden) * dtype + batch * prompt * prompt
     decode = 3 * batch * samples * arch.heads * prompt * 4 + 4 * batch * samples * arch.vocab * 4
     working = max(prefill - rows_kv, decode)
     return prefix_kv + rows_kv, working, f"{batch} {name} prompts of {prompt:,} x {samples} samples of {new:,}"
@@ -270,9 +270,8 @@ def weight_sync_bytes(arch: ModelArch) -> int:
     ...                             qkv_bias=False, tied_embeddings=True, max_positions=16))
     544
     """
-    largest_tensor = max(arch.vocab * arch.hidden, arch.hidden * arch.intermediate)
     largest_layer = max(arch.layer_params, arch.vocab * arch.hidden)
-    return 6 * largest_tensor + 2 * largest_layer
+    return 6 * arch.largest_tensor + 2 * largest_layer
 
 
 def plan_memory(cfg: SpellConfig, arch: ModelArch, world: int = 1, gpu_memory: float | None = None) -> MemoryPlan:

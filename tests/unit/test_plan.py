@@ -57,6 +57,28 @@ def test_qwen25_7b_parameter_count_by_hand(qwen):
     assert qwen.kv_bytes_per_token(2) == 57_344
 
 
+def test_qwen3_moe_holds_every_expert_and_computes_with_the_routed_ones():
+    from spell.plan.arch import arch_from_config
+
+    # Qwen3-30B-A3B's config.json: 48 layers, hidden 2048, 32 heads / 4 KV heads of 128, 128 experts of 768, 8 per
+    # token, vocab 151,936, untied head
+    arch = arch_from_config({"model_type": "qwen3_moe", "vocab_size": 151936, "hidden_size": 2048,
+                             "num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4,
+                             "head_dim": 128, "intermediate_size": 6144, "moe_intermediate_size": 768,
+                             "num_experts": 128, "num_experts_per_tok": 8, "tie_word_embeddings": False,
+                             "max_position_embeddings": 40960})
+    # attention: q 2048x4096 = 8,388,608, k and v 2048x512 = 1,048,576 each, o 4096x2048 = 8,388,608 -> 18,874,368;
+    # experts 128 x 3 x 2048 x 768 = 603,979,776, router 2048 x 128 = 262,144; norms 2 x 2048 + q/k norms 2 x 128
+    # = 4,352 -> 623,120,640 per layer
+    assert arch.layer_params == 623_120_640
+    # 48 layers = 29,909,790,720; embedding + head 2 x 151,936 x 2048 = 622,329,856; final norm 2,048
+    assert arch.params == 30_532_122_624  # "30.5B" on the model card
+    assert arch.active_intermediate == 8 * 768  # what one token computes with (the "A3B")
+    # a layer's fused gate/up experts 128 x 1,536 x 2,048 = 402,653,184 outweigh the embedding's 311,164,928
+    assert arch.largest_tensor == 402_653_184
+    assert arch.lora_params(8, ["all-linear"]) == 48 * 8 * (2 * (2048 + 4096) + 2 * (2048 + 512))  # attention only
+
+
 def test_qwen25_7b_lora_rank_32_parameter_count(qwen):
     # per layer, r x (in + out): q 32x(3584+3584) = 229,376; k, v 32x(3584+512) = 131,072 each; o 229,376;
     # gate, up, down 32x(3584+18944) = 720,896 each -> 2,883,584; x 28 layers
