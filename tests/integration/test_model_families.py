@@ -4,8 +4,8 @@ experts and a router) and Llama-3.1 (``llama`` with its ``llama3`` RoPE scaling)
 
 Each one: ``spell plan``'s architecture counts exactly the parameters transformers builds; a real trainer step
 (scripted rollouts, real log-probs, loss, AdamW) changes every parameter; a LoRA step trains only the adapters and
-its export (merged) loads back with the same outputs as the trained PEFT model. FSDP2 on 2 ranks and the vLLM engine
-run on these families elsewhere only for ``qwen2`` (tests/integration/test_distributed.py, test_vllm_cpu.py).
+its export (merged) loads back with the same outputs as the trained PEFT model. The vLLM engine syncs ``qwen3`` and
+``llama3`` in tests/integration/test_vllm_cpu.py; FSDP2 on 2 ranks runs for ``qwen2`` (test_distributed.py).
 """
 
 from __future__ import annotations

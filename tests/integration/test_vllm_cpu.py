@@ -186,6 +186,66 @@ def test_seeded_requests_beyond_one_steps_token_budget_complete_and_reproduce(en
     assert first == second and [len(g) for g in first] == [2] * 12
 
 
+FAMILY_CONFIGS = {  # the paper's dense families as tiny configs of head size 64 (README "model families")
+    "qwen3": ("qwen3", {"head_dim": 64}),  # q/k norms
+    "llama3": ("llama", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                          "high_freq_factor": 4.0, "original_max_position_embeddings": 1024},
+                         "tie_word_embeddings": False}),  # llama3 RoPE scaling, an untied head
+}
+
+
+def family_driver(family: str, out: str) -> None:
+    """Run in a subprocess: a tiny ``family`` model in the colocated fp32 engine, log-prob gaps before and after
+    an update that moves every weight."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from spell.builtin.tiny import build_tiny_tokenizer
+    from spell.rl.engine import encode_chat_prompt
+    from spell.rl.engine.vllm import VLLMEngine
+    from spell.rl.policy import sequence_logprobs
+    from spell.types import SamplingParams
+
+    tokenizer = build_tiny_tokenizer(TEXTS, vocab_size=320)
+    model_type, extra = FAMILY_CONFIGS[family]
+    config = AutoConfig.for_model(model_type, **{
+        "vocab_size": len(tokenizer), "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 4096, "eos_token_id": 2,
+        "pad_token_id": 0, "bos_token_id": None, "initializer_range": 0.2, "tie_word_embeddings": True, **extra})
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()  # no architectures in its config: set by the engine
+    engine = VLLMEngine(model, tokenizer, colocate=True, max_model_len=512, seed=0, dtype="float32",
+                        cpu_kv_cache_gb=0.25)
+    prompts = [encode_chat_prompt(tokenizer, text) for text in PROMPTS]
+
+    def max_gap() -> float:
+        gaps = []
+        for c in (c for g in engine.generate(prompts, SamplingParams(1.0, 1.0, 8, seed=3), n=2) for c in g):
+            ids = torch.tensor([list(c.prompt_token_ids) + list(c.token_ids)])
+            scored = torch.zeros_like(ids, dtype=torch.bool)
+            scored[0, len(c.prompt_token_ids):] = True
+            with torch.no_grad():
+                train, _ = sequence_logprobs(model, ids, torch.ones_like(ids), scored, 64, temperature=1.0)
+            gaps += (train[scored] - torch.tensor(c.logprobs)).abs().tolist()
+        return max(gaps)
+
+    result = {"before": max_gap()}
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.2)
+    engine.sync_weights(model)
+    result["after"] = max_gap()
+    engine.close()
+    torch.save(result, Path(out) / "family.pt")
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
+def test_the_paper_dense_families_sync_into_vllm_exactly(family, tmp_path):
+    code = "import sys; from tests.integration.test_vllm_cpu import family_driver; family_driver(*sys.argv[1:])"
+    _run([sys.executable, "-c", code, family, str(tmp_path)])
+    result = torch.load(tmp_path / "family.pt", weights_only=False)
+    assert result["before"] < FP32_TOL and result["after"] < FP32_TOL, result
+
+
 # ---- 2. spell train with the colocated engine on a real instruct model -----------------------------------
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):

