@@ -69,6 +69,22 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def logprob_gaps(policy, groups) -> list[float]:
+    """|trainer log-prob - vLLM's sampling log-prob| of every completion token in ``groups`` (sampled at T = 1,
+    top-p 1, so both are the model's own distribution)."""
+    from spell.rl.policy import sequence_logprobs
+
+    gaps = []
+    for completion in (c for group in groups for c in group):
+        ids = torch.tensor([list(completion.prompt_token_ids) + list(completion.token_ids)])
+        scored = torch.zeros_like(ids, dtype=torch.bool)
+        scored[0, len(completion.prompt_token_ids):] = True
+        with torch.no_grad():
+            train, _ = sequence_logprobs(policy, ids, torch.ones_like(ids), scored, 64, temperature=1.0)
+        gaps += (train[scored] - torch.tensor(completion.logprobs)).abs().tolist()
+    return gaps
+
+
 # ---- 1. the engine against the trainer's model -----------------------------------------------------------
 def engine_driver(dtype: str, out: str) -> None:
     """Run in a subprocess: the colocated engine on a tiny fp32 policy; everything measured saved to out."""
@@ -77,7 +93,6 @@ def engine_driver(dtype: str, out: str) -> None:
     from spell.builtin.tiny import build_tiny_model, build_tiny_tokenizer
     from spell.rl.engine import HFEngine, encode_chat_prompt
     from spell.rl.engine.vllm import VLLMEngine, refresh_shared_weights
-    from spell.rl.policy import sequence_logprobs
     from spell.types import SamplingParams
 
     torch.manual_seed(0)
@@ -94,14 +109,7 @@ def engine_driver(dtype: str, out: str) -> None:
                   "greedy_hf": [g[0].token_ids for g in HFEngine(policy, tokenizer).generate(prompts, greedy)]}
         groups = engine.generate(prompts, sampled, n=4)
         result["sampled"] = [[(c.token_ids, c.logprobs) for c in g] for g in groups]
-        gaps = []
-        for c in (c for g in groups for c in g):
-            ids = torch.tensor([list(c.prompt_token_ids) + list(c.token_ids)])
-            scored = torch.zeros_like(ids, dtype=torch.bool)
-            scored[0, len(c.prompt_token_ids):] = True
-            with torch.no_grad():
-                train, _ = sequence_logprobs(policy, ids, torch.ones_like(ids), scored, 64, temperature=1.0)
-            gaps += (train[scored] - torch.tensor(c.logprobs)).abs().tolist()
+        gaps = logprob_gaps(policy, groups)
         result["gap_mean"], result["gap_max"] = sum(gaps) / len(gaps), max(gaps)
         return result
 
@@ -202,7 +210,6 @@ def family_driver(family: str, out: str) -> None:
     from spell.builtin.tiny import build_tiny_tokenizer
     from spell.rl.engine import encode_chat_prompt
     from spell.rl.engine.vllm import VLLMEngine
-    from spell.rl.policy import sequence_logprobs
     from spell.types import SamplingParams
 
     tokenizer = build_tiny_tokenizer(TEXTS, vocab_size=320)
@@ -218,15 +225,7 @@ def family_driver(family: str, out: str) -> None:
     prompts = [encode_chat_prompt(tokenizer, text) for text in PROMPTS]
 
     def max_gap() -> float:
-        gaps = []
-        for c in (c for g in engine.generate(prompts, SamplingParams(1.0, 1.0, 8, seed=3), n=2) for c in g):
-            ids = torch.tensor([list(c.prompt_token_ids) + list(c.token_ids)])
-            scored = torch.zeros_like(ids, dtype=torch.bool)
-            scored[0, len(c.prompt_token_ids):] = True
-            with torch.no_grad():
-                train, _ = sequence_logprobs(model, ids, torch.ones_like(ids), scored, 64, temperature=1.0)
-            gaps += (train[scored] - torch.tensor(c.logprobs)).abs().tolist()
-        return max(gaps)
+        return max(logprob_gaps(model, engine.generate(prompts, SamplingParams(1.0, 1.0, 8, seed=3), n=2)))
 
     result = {"before": max_gap()}
     with torch.no_grad():
