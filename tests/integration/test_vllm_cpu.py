@@ -92,7 +92,8 @@ def engine_driver(dtype: str, out: str) -> None:
 
     from spell.builtin.tiny import build_tiny_model, build_tiny_tokenizer
     from spell.rl.engine import HFEngine, encode_chat_prompt
-    from spell.rl.engine.vllm import VLLMEngine, refresh_shared_weights
+    from spell.rl.engine.vllm import VLLMEngine
+    from spell.rl.engine.vllm_weights import refresh_shared_weights
     from spell.types import SamplingParams
 
     torch.manual_seed(0)

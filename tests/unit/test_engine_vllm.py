@@ -26,14 +26,9 @@ from spell.config import ConfigError, EngineConfig
 from spell.rl import distributed
 from spell.rl.engine import SleepingEngine, build_engine
 from spell.rl.engine import vllm as vllm_engine
-from spell.rl.engine.vllm import (
-    VLLMEngine,
-    refresh_shared_weights,
-    rollout_dtype,
-    vllm_weight_name,
-    vllm_weights,
-    weight_buckets,
-)
+from spell.rl.engine import vllm_weights as vllm_weights_module
+from spell.rl.engine.vllm import VLLMEngine, rollout_dtype
+from spell.rl.engine.vllm_weights import refresh_shared_weights, vllm_weight_name, vllm_weights, weight_buckets
 from spell.types import Completion, EngineKind, SamplingParams
 from tests.fakes.fake_vllm import FakeCompletionOutput, FakeLogprob, FakePlatform, fake_vllm_module
 from tests.fakes.scripted_engine import FakeScriptedEngine
@@ -289,7 +284,7 @@ def test_only_the_reload_warnings_of_layers_with_nothing_to_load_are_dropped():
         return logging.LogRecord("vllm", logging.WARNING, "layerwise.py", 1, "%s: Failed to load weights",
                                  (layer,), None)
 
-    quiet = vllm_engine._ExpectedReloadWarnings()
+    quiet = vllm_weights_module._ExpectedReloadWarnings()
     assert not quiet.filter(record("RotaryEmbedding")) and not quiet.filter(record("YaRNScalingRotaryEmbedding"))
     assert quiet.filter(record("ParallelLMHead"))  # untied: a head that failed to load must show
     quiet.tied_head = True

