@@ -1,4 +1,5 @@
-"""``spell`` command line: train, validate, print-config, plan, eval, export, data build, world build, init-default.
+"""``spell`` command line: train, validate, print-config, plan, eval, export, model import-gguf, data build, world
+build, init-default.
 
 ``spell train [--config NAME|PATH] [key=value ...]``; with neither ``--config`` nor ``model.path`` given it
 runs the built-in CPU default (preset ``builtin``). ``spell train --resume DIR`` continues a run from its
